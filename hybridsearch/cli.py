@@ -1,0 +1,238 @@
+"""The ``hybridsearch`` command line.
+
+Every hybridsearch error becomes one line on stderr and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hybridsearch.errors import HybridSearchError
+
+EXIT_ERROR = 2
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from hybridsearch.client import HybridSearch
+
+    return HybridSearch(reranker=getattr(args, "reranker", None))
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+# -- db ------------------------------------------------------------------------------------
+
+
+def cmd_db(args: argparse.Namespace) -> None:
+    from hybridsearch.config import Settings
+    from hybridsearch.db import migrate
+    from hybridsearch.db.connection import database_url
+
+    url = database_url(Settings.from_env())
+    if args.action == "upgrade":
+        migrate.upgrade(url, args.revision or "head")
+    elif args.action == "downgrade":
+        migrate.downgrade(url, args.revision or "-1")
+    print(migrate.current_revision(url) or "base (hybridsearch not installed)")
+
+
+# -- collections ---------------------------------------------------------------------------
+
+
+def cmd_collections(args: argparse.Namespace) -> None:
+    from hybridsearch.collections import CollectionSettings
+
+    with _client(args) as hs:
+        if args.action == "create":
+            settings = CollectionSettings(
+                chunk_max_tokens=args.chunk_tokens,
+                chunk_overlap_tokens=args.overlap_tokens,
+                query_prompt=args.query_prompt,
+                document_prompt=args.document_prompt,
+            )
+            c = hs.create_collection(
+                args.name,
+                model=args.model,
+                distance=args.distance,
+                analyzer=args.analyzer,
+                settings=settings,
+            )
+            print(f"created collection {c.name} ({c.embedding_model}, {c.dimensions} dimensions)")
+        elif args.action == "list":
+            stats = hs.list_collections()
+            if args.json:
+                _print_json([vars(s) for s in stats])
+                return
+            for s in stats:
+                print(f"{s.name}\t{s.model}\t{s.dimensions}d\t{s.documents} documents\t{s.chunks} chunks")
+        elif args.action == "drop":
+            if not hs.drop_collection(args.name):
+                raise _not_found(args.name)
+            print(f"dropped collection {args.name}")
+
+
+def _not_found(name: str) -> HybridSearchError:
+    from hybridsearch.errors import CollectionNotFoundError
+
+    return CollectionNotFoundError(f"collection {name!r} does not exist")
+
+
+# -- documents -----------------------------------------------------------------------------
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from hybridsearch.errors import CollectionNotFoundError
+    from hybridsearch.loaders import count_documents, iter_documents
+
+    total = count_documents(args.paths)
+    with _client(args) as hs:
+        try:
+            hs.get_collection(args.collection)
+        except CollectionNotFoundError:
+            c = hs.create_collection(args.collection)
+            print(f"created collection {c.name} ({c.embedding_model})", file=sys.stderr)
+        with tqdm(total=total, unit="doc", desc=f"ingest {args.collection}") as bar:
+            report = hs.add_documents(
+                args.collection,
+                iter_documents(args.paths),
+                batch_size=args.batch_size,
+                on_progress=bar.update,
+            )
+    print(
+        f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.chunks} chunks written"
+    )
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    with _client(args) as hs:
+        deleted = hs.delete_documents(args.collection, args.ids)
+    print(f"deleted {deleted} of {len(args.ids)} documents")
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    with _client(args) as hs:
+        result = hs.search(
+            args.collection,
+            args.query,
+            top_k=args.top_k,
+            top_n=args.top_n,
+            filter=args.filter,
+            mode=args.mode,
+            rerank=not args.no_rerank,
+            fusion=args.fusion,
+            rrf_k=args.rrf_k,
+        )
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
+    if args.json:
+        _print_json(result.to_dict())
+        return
+    print(f"query: {result.query}")
+    for hit in result.results:
+        s = hit.scores
+        rerank = f" rerank={s.rerank:.3f}" if s.rerank is not None else ""
+        print(
+            f"{hit.rank}. [{hit.document_id}] fused={s.fused:.4f}{rerank} "
+            f"vector_rank={s.vector_rank} keyword_rank={s.keyword_rank}"
+        )
+        snippet = " ".join(hit.text.split())
+        print(f"   {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
+    t = result.timings_ms
+    print(
+        f"reranked={str(result.reranked).lower()} embed={t['embed']:.1f}ms "
+        f"candidates={t['candidates']:.1f}ms rerank={t['rerank']:.1f}ms total={t['total']:.1f}ms"
+    )
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybridsearch", description="Hybrid search with reranking inside PostgreSQL."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="install, upgrade or remove the schema (alembic)")
+    db.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    db.add_argument("revision", nargs="?", help="target revision (default head / one step down)")
+    db.set_defaults(func=cmd_db)
+
+    coll = sub.add_parser("collections", help="create, list or drop collections")
+    coll_sub = coll.add_subparsers(dest="action", required=True)
+    create = coll_sub.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--model", help="embedding model name or path")
+    create.add_argument("--distance", default="cosine", choices=["cosine", "l2", "inner_product"])
+    create.add_argument("--analyzer", default="english", help="text search configuration")
+    create.add_argument("--chunk-tokens", type=_positive_int, default=200)
+    create.add_argument("--overlap-tokens", type=_positive_int, default=40)
+    create.add_argument("--query-prompt", help='prefix for queries, e.g. "query: "')
+    create.add_argument("--document-prompt", help='prefix for documents, e.g. "passage: "')
+    listing = coll_sub.add_parser("list")
+    listing.add_argument("--json", action="store_true")
+    drop = coll_sub.add_parser("drop")
+    drop.add_argument("name")
+    coll.set_defaults(func=cmd_collections)
+
+    ingest = sub.add_parser("ingest", help="add BEIR corpus.jsonl, .txt/.md files or folders")
+    ingest.add_argument("--collection", required=True)
+    ingest.add_argument("--batch-size", type=_positive_int, default=64)
+    ingest.add_argument("paths", nargs="+")
+    ingest.set_defaults(func=cmd_ingest)
+
+    delete = sub.add_parser("delete", help="delete documents by external id")
+    delete.add_argument("--collection", required=True)
+    delete.add_argument("ids", nargs="+")
+    delete.set_defaults(func=cmd_delete)
+
+    search = sub.add_parser("search", help="hybrid search with reranking")
+    search.add_argument("--collection", required=True)
+    search.add_argument("--mode", default="hybrid", choices=["hybrid", "vector", "keyword"])
+    search.add_argument("--top-k", type=_positive_int, default=50)
+    search.add_argument("--top-n", type=_positive_int, default=5)
+    search.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
+    search.add_argument("--fusion", choices=["rrf", "weighted"])
+    search.add_argument("--rrf-k", type=_positive_int)
+    search.add_argument("--reranker", help="cross-encoder name or path (default: settings)")
+    search.add_argument("--no-rerank", action="store_true")
+    search.add_argument("--json", action="store_true", help="print the JSON contract")
+    search.add_argument("query")
+    search.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HybridSearchError as exc:
+        print(f"hybridsearch: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("hybridsearch: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The Python service API: one object that owns the pool, the models and the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from hybridsearch import collections as collections_db
+from hybridsearch.collections import Collection, CollectionSettings, CollectionStats, Distance
+from hybridsearch.config import Settings
+from hybridsearch.db import migrate
+from hybridsearch.db.connection import database_url, open_pool
+from hybridsearch.errors import SchemaNotInstalledError
+from hybridsearch.ingest import Document, IngestReport, delete_documents, ingest_documents
+from hybridsearch.models.embedder import Embedder
+from hybridsearch.models.reranker import Reranker
+from hybridsearch.search import Mode, SearchResult, run_search, validate_options
+
+
+class HybridSearch:
+    """Hybrid search over one PostgreSQL database.
+
+    ``HybridSearch()`` opens the database named by the settings (the embedded server by
+    default) and, for the embedded server, installs or upgrades the schema. An external
+    database must be migrated with ``hybridsearch db upgrade`` first.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        reranker: Reranker | str | None = None,
+        migrate_schema: bool | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.url = database_url(self.settings)
+        embedded = self.settings.database_url is None
+        if migrate_schema if migrate_schema is not None else embedded:
+            migrate.upgrade(self.url)
+        elif migrate.current_revision(self.url) is None:
+            raise SchemaNotInstalledError(
+                "the hybridsearch schema is not installed in this database; "
+                "run `hybridsearch db upgrade` first"
+            )
+        self._pool = open_pool(self.url)
+        self._embedders: dict[tuple[str, str | None, str | None], Embedder] = {}
+        reranker = reranker if reranker is not None else self.settings.reranker_model
+        self.reranker = self._make_reranker(reranker) if isinstance(reranker, str) else reranker
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> HybridSearch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- models --------------------------------------------------------------------------
+
+    def _make_reranker(self, model: str) -> Reranker:
+        return Reranker(
+            model, device=self.settings.device, torch_threads=self.settings.torch_threads
+        )
+
+    def embedder(self, collection: Collection) -> Embedder:
+        """The (shared) query/document embedder for a collection's model and prompts."""
+        s = collection.settings
+        key = (collection.embedding_model, s.query_prompt, s.document_prompt)
+        if key not in self._embedders:
+            self._embedders[key] = Embedder(
+                collection.embedding_model,
+                device=self.settings.device,
+                query_prompt=s.query_prompt,
+                document_prompt=s.document_prompt,
+                torch_threads=self.settings.torch_threads,
+            )
+        return self._embedders[key]
+
+    # -- collections ---------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        distance: Distance = "cosine",
+        analyzer: str = "english",
+        settings: CollectionSettings | None = None,
+    ) -> Collection:
+        """Create a collection; its dimension is read from the embedding model."""
+        collections_db.validate_name(name)
+        settings = settings or CollectionSettings()
+        model = model or self.settings.embedding_model
+        probe = Embedder(
+            model,
+            device=self.settings.device,
+            query_prompt=settings.query_prompt,
+            document_prompt=settings.document_prompt,
+            torch_threads=self.settings.torch_threads,
+        )
+        with self._pool.connection() as conn:
+            return collections_db.create_collection(
+                conn,
+                name,
+                embedding_model=model,
+                dimensions=probe.dimensions,
+                distance=distance,
+                analyzer=analyzer,
+                settings=settings,
+            )
+
+    def get_collection(self, name: str) -> Collection:
+        with self._pool.connection() as conn:
+            return collections_db.get_collection(conn, name)
+
+    def list_collections(self) -> list[CollectionStats]:
+        with self._pool.connection() as conn:
+            return collections_db.list_collections(conn)
+
+    def drop_collection(self, name: str) -> bool:
+        with self._pool.connection() as conn:
+            return collections_db.drop_collection(conn, name)
+
+    # -- documents -----------------------------------------------------------------------
+
+    def add_documents(
+        self,
+        collection: str,
+        documents: Iterable[Document],
+        *,
+        batch_size: int = 64,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Add or replace documents; one transaction per batch, unchanged ones skipped."""
+        target = self.get_collection(collection)
+        with self._pool.connection() as conn:
+            return ingest_documents(
+                conn,
+                target,
+                self.embedder(target),
+                documents,
+                batch_size=batch_size,
+                max_document_chars=self.settings.max_document_chars,
+                on_progress=on_progress,
+            )
+
+    def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
+        target = self.get_collection(collection)
+        with self._pool.connection() as conn:
+            return delete_documents(conn, target, ids)
+
+    # -- search --------------------------------------------------------------------------
+
+    def search(
+        self,
+        collection: str,
+        query: str,
+        *,
+        top_k: int = 50,
+        top_n: int = 5,
+        filter: dict[str, Any] | str | None = None,
+        mode: Mode = "hybrid",
+        rerank: bool = True,
+        fusion: str | None = None,
+        rrf_k: int | None = None,
+        vector_weight: float | None = None,
+        keyword_weight: float | None = None,
+        query_embedding: np.ndarray | None = None,
+    ) -> SearchResult:
+        """TopN for ``query`` with every stage's ranks, scores and timings.
+
+        ``query_embedding`` skips embedding the query (it must match the collection).
+        """
+        target = self.get_collection(collection)
+        options = validate_options(
+            target,
+            query,
+            top_k=top_k,
+            top_n=top_n,
+            mode=mode,
+            filter=filter,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            vector_weight=vector_weight,
+            keyword_weight=keyword_weight,
+            max_query_chars=self.settings.max_query_chars,
+        )
+        with self._pool.connection() as conn:
+            return run_search(
+                conn,
+                target,
+                options,
+                embedder=self.embedder(target),
+                query_embedding=query_embedding,
+                reranker=self.reranker,
+                rerank=rerank,
+                statement_timeout_ms=self.settings.statement_timeout_ms,
+            )

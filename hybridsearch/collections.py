@@ -1,0 +1,166 @@
+"""Collections: a set of documents sharing an embedding model, dimension, distance and analyzer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from hybridsearch.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidInputError,
+    from_database_error,
+)
+
+Distance = Literal["cosine", "l2", "inner_product"]
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+@dataclass(frozen=True)
+class CollectionSettings:
+    """Per-collection defaults for chunking, prompts and fusion (stored as jsonb)."""
+
+    chunk_max_tokens: int = 200
+    chunk_overlap_tokens: int = 40
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = 60
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CollectionSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection as stored in ``hybridsearch.collections``."""
+
+    collection_id: int
+    name: str
+    embedding_model: str
+    dimensions: int
+    distance: Distance
+    analyzer: str
+    settings: CollectionSettings = field(default_factory=CollectionSettings)
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    """A collection with its document and chunk counts (what ``collections list`` shows)."""
+
+    name: str
+    model: str
+    dimensions: int
+    documents: int
+    chunks: int
+
+
+def _from_row(row: dict[str, Any]) -> Collection:
+    return Collection(
+        collection_id=row["collection_id"],
+        name=row["name"],
+        embedding_model=row["embedding_model"],
+        dimensions=row["dimensions"],
+        distance=row["distance"],
+        analyzer=row["analyzer"],
+        settings=CollectionSettings.from_json(row["settings"]),
+    )
+
+
+def validate_name(name: object) -> str:
+    """Collection names are 1-63 characters of letters, digits, ``_ . -``."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise InvalidInputError(
+            f"invalid collection name {name!r}: use 1-63 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def create_collection(
+    conn: psycopg.Connection,
+    name: str,
+    *,
+    embedding_model: str,
+    dimensions: int,
+    distance: Distance = "cosine",
+    analyzer: str = "english",
+    settings: CollectionSettings | None = None,
+) -> Collection:
+    """Create a collection and its chunk partition; raises if the name is taken."""
+    validate_name(name)
+    if distance not in ("cosine", "l2", "inner_product"):
+        raise InvalidInputError(f"distance must be cosine, l2 or inner_product, got {distance!r}")
+    settings = settings or CollectionSettings()
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                "SELECT * FROM hybridsearch.create_collection(%s, %s, %s, %s, %s, %s)",
+                (name, embedding_model, dimensions, distance, analyzer, Jsonb(settings.to_json())),
+            ).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise CollectionExistsError(
+            f"collection {name!r} already exists; drop it first or choose another name"
+        ) from None
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"creating collection {name!r}") from exc
+    assert row is not None
+    return _from_row(row)
+
+
+def get_collection(conn: psycopg.Connection, name: str) -> Collection:
+    """The named collection; raises CollectionNotFoundError when it does not exist."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM hybridsearch.collections WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise CollectionNotFoundError(
+            f"collection {name!r} does not exist; list collections with "
+            "`hybridsearch collections list` or create it first"
+        )
+    return _from_row(row)
+
+
+def list_collections(conn: psycopg.Connection) -> list[CollectionStats]:
+    """Every collection with its counts, by name."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """
+            SELECT c.name, c.embedding_model, c.dimensions,
+                   (SELECT count(*) FROM hybridsearch.documents d
+                     WHERE d.collection_id = c.collection_id) AS documents,
+                   (SELECT count(*) FROM hybridsearch.chunks k
+                     WHERE k.collection_id = c.collection_id) AS chunks
+            FROM hybridsearch.collections c
+            ORDER BY c.name
+            """
+        ).fetchall()
+    return [
+        CollectionStats(
+            name=r["name"],
+            model=r["embedding_model"],
+            dimensions=r["dimensions"],
+            documents=r["documents"],
+            chunks=r["chunks"],
+        )
+        for r in rows
+    ]
+
+
+def drop_collection(conn: psycopg.Connection, name: str) -> bool:
+    """Drop a collection with its documents and chunks; False when it did not exist."""
+    with conn.transaction():
+        row = conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,)).fetchone()
+    assert row is not None
+    return bool(row[0])

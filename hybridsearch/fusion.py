@@ -1,0 +1,90 @@
+"""Reference rank fusion in pure Python.
+
+This mirrors ``hybridsearch.fuse_candidates`` in ``sql/`` operation for operation, so
+tests can check that the SQL returns the same ranking on random inputs. The service
+itself fuses in SQL; use this to reason about or replay a fusion offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+FusionMethod = Literal["rrf", "weighted"]
+
+
+@dataclass(frozen=True)
+class Fused:
+    """One fused candidate with the ranks and scores it came from (ranks are 1-based)."""
+
+    chunk_id: int
+    fused_rank: int
+    fused_score: float
+    vector_rank: int | None
+    vector_distance: float | None
+    keyword_rank: int | None
+    keyword_score: float | None
+
+
+def _normalised(value: float, lo: float, hi: float, *, smaller_is_better: bool) -> float:
+    if hi == lo:
+        return 1.0
+    return (hi - value) / (hi - lo) if smaller_is_better else (value - lo) / (hi - lo)
+
+
+def fuse(
+    vector: Sequence[tuple[int, float]],
+    keyword: Sequence[tuple[int, float]],
+    *,
+    method: FusionMethod = "rrf",
+    rrf_k: int = 60,
+    vector_weight: float = 1.0,
+    keyword_weight: float = 1.0,
+    limit: int = 50,
+) -> list[Fused]:
+    """Fuse two ranked lists of ``(chunk_id, value)``.
+
+    ``vector`` values are distances (smaller is better), ``keyword`` values are scores
+    (larger is better); each list is already in rank order.
+    """
+    if method not in ("rrf", "weighted"):
+        raise ValueError(f"fusion must be rrf or weighted, got {method!r}")
+    v_rank = {cid: rank for rank, (cid, _) in enumerate(vector, start=1)}
+    k_rank = {cid: rank for rank, (cid, _) in enumerate(keyword, start=1)}
+    v_value = dict(vector)
+    k_value = dict(keyword)
+    v_lo, v_hi = (min(v_value.values()), max(v_value.values())) if v_value else (0.0, 0.0)
+    k_lo, k_hi = (min(k_value.values()), max(k_value.values())) if k_value else (0.0, 0.0)
+
+    scored: list[tuple[float, int]] = []
+    for cid in v_rank.keys() | k_rank.keys():
+        if method == "rrf":
+            v_part = vector_weight / (rrf_k + v_rank[cid]) if cid in v_rank else 0.0
+            k_part = keyword_weight / (rrf_k + k_rank[cid]) if cid in k_rank else 0.0
+        else:
+            v_part = (
+                vector_weight * _normalised(v_value[cid], v_lo, v_hi, smaller_is_better=True)
+                if cid in v_value
+                else 0.0
+            )
+            k_part = (
+                keyword_weight * _normalised(k_value[cid], k_lo, k_hi, smaller_is_better=False)
+                if cid in k_value
+                else 0.0
+            )
+        scored.append((v_part + k_part, cid))
+
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    return [
+        Fused(
+            chunk_id=cid,
+            fused_rank=rank,
+            fused_score=score,
+            vector_rank=v_rank.get(cid),
+            vector_distance=v_value.get(cid),
+            keyword_rank=k_rank.get(cid),
+            keyword_score=k_value.get(cid),
+        )
+        for rank, (score, cid) in enumerate(scored[:limit], start=1)
+    ]

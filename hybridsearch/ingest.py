@@ -1,0 +1,260 @@
+"""Documents → chunks → embeddings → COPY, idempotent by content hash.
+
+Each batch is one transaction: a document and its chunks become visible together or
+not at all, and a changed document's old chunks are replaced atomically. A document
+whose content hash is unchanged is skipped before anything is embedded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from hybridsearch.collections import Collection
+from hybridsearch.errors import DocumentError, EmbeddingError, from_database_error
+from hybridsearch.models.embedder import Embedder
+from hybridsearch.text.chunking import chunk_text
+
+# Bumped whenever chunking changes in a way that should re-chunk stored documents.
+CHUNKER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document to index: ``id`` is the caller's external id, unique per collection."""
+
+    id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did, by document."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+
+    @property
+    def documents(self) -> int:
+        return self.added + self.updated + self.unchanged
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    document: Document
+    content_hash: str
+    chunks: list[str]
+
+
+def validate_document(document: object, max_chars: int) -> Document:
+    """Check one document; raises DocumentError saying what is wrong with it."""
+    if not isinstance(document, Document):
+        raise DocumentError(f"expected a hybridsearch.Document, got {type(document).__name__}")
+    if not isinstance(document.id, str) or not document.id.strip():
+        raise DocumentError("document id must be a non-empty string")
+    label = f"document {document.id[:80]!r}"
+    if not isinstance(document.text, str):
+        raise DocumentError(f"{label}: text must be a string, got {type(document.text).__name__}")
+    if len(document.text) > max_chars:
+        raise DocumentError(
+            f"{label} has {len(document.text):,} characters; the limit is {max_chars:,}. "
+            "Split it into smaller documents or raise HYBRIDSEARCH_MAX_DOCUMENT_CHARS."
+        )
+    if not document.text.strip():
+        raise DocumentError(f"{label} has no text to index")
+    for value, what in ((document.id, "id"), (document.text, "text")):
+        if "\x00" in value:
+            raise DocumentError(f"{label}: {what} contains a NUL character, which PostgreSQL rejects")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DocumentError(f"{label}: {what} is not valid Unicode (lone surrogate)") from None
+    if not isinstance(document.metadata, Mapping):
+        raise DocumentError(f"{label}: metadata must be a JSON object (a dict)")
+    try:
+        _canonical_json(document.metadata)
+    except (TypeError, ValueError) as exc:
+        raise DocumentError(f"{label}: metadata is not JSON-serialisable: {exc}") from None
+    return document
+
+
+def _canonical_json(value: Mapping[str, Any]) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    if "\\u0000" in text:
+        raise ValueError("it contains a NUL character, which PostgreSQL rejects")
+    return text
+
+
+def content_hash(document: Document, collection: Collection) -> str:
+    """Hash everything that shapes a document's stored chunks and vectors."""
+    s = collection.settings
+    h = hashlib.sha256()
+    for part in (
+        document.text,
+        _canonical_json(document.metadata),
+        collection.embedding_model,
+        s.document_prompt or "",
+        f"{CHUNKER_VERSION}:{s.chunk_max_tokens}:{s.chunk_overlap_tokens}",
+    ):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def _batches(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _stored_hashes(conn: psycopg.Connection, collection: Collection, ids: list[str]) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT external_id, content_hash FROM hybridsearch.documents"
+        " WHERE collection_id = %s AND external_id = ANY(%s)",
+        (collection.collection_id, ids),
+    ).fetchall()
+    return {external_id: digest for external_id, digest in rows}
+
+
+def _write(
+    conn: psycopg.Connection,
+    collection: Collection,
+    prepared: Sequence[_Prepared],
+    embeddings: np.ndarray,
+) -> tuple[int, int]:
+    """Upsert documents and replace their chunks in one transaction; (added, updated)."""
+    with conn.transaction(), conn.cursor() as cur:
+        rows = cur.execute(
+            """
+            INSERT INTO hybridsearch.documents
+                (collection_id, external_id, metadata, content_hash, chunk_count)
+            SELECT %s, d.external_id, d.metadata, d.content_hash, d.chunk_count
+            FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::integer[])
+                 AS d(external_id, metadata, content_hash, chunk_count)
+            ON CONFLICT (collection_id, external_id) DO UPDATE
+                SET metadata = EXCLUDED.metadata,
+                    content_hash = EXCLUDED.content_hash,
+                    chunk_count = EXCLUDED.chunk_count,
+                    updated_at = now()
+            RETURNING external_id, document_id, (xmax = 0) AS inserted
+            """,
+            (
+                collection.collection_id,
+                [p.document.id for p in prepared],
+                [Jsonb(dict(p.document.metadata)) for p in prepared],
+                [p.content_hash for p in prepared],
+                [len(p.chunks) for p in prepared],
+            ),
+        ).fetchall()
+        document_ids = {external_id: document_id for external_id, document_id, _ in rows}
+        replaced = [document_id for _, document_id, inserted in rows if not inserted]
+        if replaced:
+            cur.execute(
+                "DELETE FROM hybridsearch.chunks WHERE collection_id = %s AND document_id = ANY(%s)",
+                (collection.collection_id, replaced),
+            )
+        cur.execute(
+            """
+            CREATE TEMPORARY TABLE IF NOT EXISTS hybridsearch_staging (
+                document_id bigint, ordinal integer, content text, metadata jsonb, embedding vector
+            ) ON COMMIT DELETE ROWS
+            """
+        )
+        with cur.copy(
+            "COPY hybridsearch_staging (document_id, ordinal, content, metadata, embedding)"
+            " FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int4", "text", "jsonb", "vector"])
+            row = 0
+            for p in prepared:
+                metadata = Jsonb(dict(p.document.metadata))
+                for ordinal, text in enumerate(p.chunks):
+                    copy.write_row((document_ids[p.document.id], ordinal, text, metadata, embeddings[row]))
+                    row += 1
+        cur.execute(
+            """
+            INSERT INTO hybridsearch.chunks
+                (collection_id, document_id, ordinal, content, metadata, embedding, fts)
+            SELECT %s, s.document_id, s.ordinal, s.content, s.metadata, s.embedding,
+                   hybridsearch.document_tsvector(%s, s.content)
+            FROM hybridsearch_staging s
+            """,
+            (collection.collection_id, collection.analyzer),
+        )
+    return len(rows) - len(replaced), len(replaced)
+
+
+def ingest_documents(
+    conn: psycopg.Connection,
+    collection: Collection,
+    embedder: Embedder,
+    documents: Iterable[Document],
+    *,
+    batch_size: int = 64,
+    max_document_chars: int = 2_000_000,
+    on_progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Add or replace documents; unchanged documents are skipped without embedding."""
+    if embedder.dimensions != collection.dimensions:
+        raise EmbeddingError(
+            f"embedder {embedder.model_id!r} produces {embedder.dimensions} dimensions; "
+            f"collection {collection.name!r} expects {collection.dimensions}"
+        )
+    report = IngestReport()
+    settings = collection.settings
+    for batch in _batches(documents, batch_size):
+        # The last occurrence of an id in a batch wins, as it would across batches.
+        latest = {validate_document(d, max_document_chars).id: d for d in batch}
+        try:
+            stored = _stored_hashes(conn, collection, list(latest))
+        except psycopg.Error as exc:
+            raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
+        prepared = []
+        for document in latest.values():
+            digest = content_hash(document, collection)
+            if stored.get(document.id) == digest:
+                report.unchanged += 1
+                continue
+            chunks = chunk_text(
+                document.text,
+                max_tokens=settings.chunk_max_tokens,
+                overlap_tokens=settings.chunk_overlap_tokens,
+            )
+            prepared.append(_Prepared(document, digest, [c.text for c in chunks]))
+        if prepared:
+            texts = [text for p in prepared for text in p.chunks]
+            embeddings = embedder.embed_documents(texts)
+            try:
+                added, updated = _write(conn, collection, prepared, embeddings)
+            except psycopg.Error as exc:
+                raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
+            report.added += added
+            report.updated += updated
+            report.chunks += len(texts)
+        if on_progress is not None:
+            on_progress(len(batch))
+    return report
+
+
+def delete_documents(conn: psycopg.Connection, collection: Collection, ids: Sequence[str]) -> int:
+    """Delete documents (and their chunks) by external id; returns how many existed."""
+    try:
+        with conn.transaction():
+            cur = conn.execute(
+                "DELETE FROM hybridsearch.documents WHERE collection_id = %s AND external_id = ANY(%s)",
+                (collection.collection_id, list(ids)),
+            )
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"delete from {collection.name!r}") from exc
+    return cur.rowcount

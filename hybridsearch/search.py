@@ -1,0 +1,329 @@
+"""Search: validate → embed the query → SQL candidates → rerank → TopN, with a report.
+
+The candidates come from ``hybridsearch.search_hybrid`` (the same function a SQL user
+calls). The reranker sees the fused TopK and keeps TopN; when it is missing or fails,
+the fused TopN comes back flagged ``reranked=False`` with a note saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from hybridsearch.collections import Collection
+from hybridsearch.errors import (
+    EmbeddingError,
+    FilterError,
+    InvalidInputError,
+    QueryError,
+    from_database_error,
+)
+from hybridsearch.models.embedder import Embedder
+from hybridsearch.models.reranker import Reranker, rerank_safely
+
+Mode = Literal["hybrid", "vector", "keyword"]
+MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
+MAX_TOP_K = 1000
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Every stage's view of one result; None where a stage did not see it."""
+
+    vector_rank: int | None
+    vector_distance: float | None
+    keyword_rank: int | None
+    keyword_score: float | None
+    fused: float
+    rerank: float | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: a chunk, its document's external id and how each stage scored it."""
+
+    rank: int
+    document_id: str
+    chunk_id: int
+    text: str
+    metadata: dict[str, Any]
+    scores: Scores
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The TopN, whether they were reranked (and if not, why), and per-stage timings."""
+
+    query: str
+    results: list[Hit]
+    reranked: bool
+    timings_ms: dict[str, float]
+    candidates: list[Hit] = field(default_factory=list)
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract shared by the CLI's ``search --json`` and the HTTP API."""
+        return {
+            "query": self.query,
+            "results": [
+                {
+                    "rank": h.rank,
+                    "document_id": h.document_id,
+                    "chunk_id": h.chunk_id,
+                    "text": h.text,
+                    "metadata": h.metadata,
+                    "scores": {
+                        "vector_rank": h.scores.vector_rank,
+                        "vector_distance": h.scores.vector_distance,
+                        "keyword_rank": h.scores.keyword_rank,
+                        "keyword_score": h.scores.keyword_score,
+                        "fused": h.scores.fused,
+                        "rerank": h.scores.rerank,
+                    },
+                }
+                for h in self.results
+            ],
+            "reranked": self.reranked,
+            "timings_ms": self.timings_ms,
+        }
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Validated search parameters."""
+
+    query: str
+    top_k: int
+    top_n: int
+    mode: Mode
+    filter: dict[str, Any] | None
+    fusion: str
+    rrf_k: int
+    vector_weight: float
+    keyword_weight: float
+
+
+def validate_query(query: object, max_chars: int) -> str:
+    """A searchable query string, or a QueryError that says what is wrong with it."""
+    if not isinstance(query, str):
+        raise QueryError(f"query must be a string, got {type(query).__name__}")
+    if len(query) > max_chars:
+        raise QueryError(
+            f"query has {len(query):,} characters; the limit is {max_chars:,} "
+            "(HYBRIDSEARCH_MAX_QUERY_CHARS). Search with the key sentence, not a whole document."
+        )
+    if not query.strip():
+        raise QueryError("query is empty; pass the text to search for")
+    if "\x00" in query:
+        raise QueryError("query contains a NUL character; remove it and search again")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError("query is not valid Unicode text (it holds a lone surrogate)") from None
+    if not any(ch.isalnum() for ch in query):
+        raise QueryError(
+            f"query {query[:40]!r} has no letters or digits (only operators or punctuation); "
+            "include at least one word to search for"
+        )
+    return query
+
+
+def parse_filter(value: object) -> dict[str, Any] | None:
+    """A metadata filter from a dict or a JSON string; chunks match when metadata contains it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise FilterError(
+                f"filter is not valid JSON ({exc.msg} at position {exc.pos}); "
+                'pass an object such as {"lang": "en"}'
+            ) from None
+    if not isinstance(value, Mapping):
+        raise FilterError(
+            f"filter must be a JSON object such as {{\"lang\": \"en\"}}, got {type(value).__name__}"
+        )
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise FilterError(f"filter is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in json.dumps(value):
+        raise FilterError("filter contains a NUL character, which PostgreSQL rejects")
+    return dict(value) or None
+
+
+def validate_options(
+    collection: Collection,
+    query: object,
+    *,
+    top_k: object,
+    top_n: object,
+    mode: object,
+    filter: object,
+    fusion: str | None,
+    rrf_k: int | None,
+    vector_weight: float | None,
+    keyword_weight: float | None,
+    max_query_chars: int,
+) -> SearchOptions:
+    """Check every search argument before touching the model or the database."""
+    text = validate_query(query, max_query_chars)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidInputError(f"top_k must be an integer between 1 and {MAX_TOP_K}, got {top_k!r}")
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+        raise InvalidInputError(f"top_n must be a positive integer, got {top_n!r}")
+    if top_n > top_k:
+        raise InvalidInputError(
+            f"top_n ({top_n}) cannot exceed top_k ({top_k}): the reranker picks TopN from TopK"
+        )
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    defaults = collection.settings
+    return SearchOptions(
+        query=text,
+        top_k=top_k,
+        top_n=top_n,
+        mode=mode,
+        filter=parse_filter(filter),
+        fusion=fusion or defaults.fusion,
+        rrf_k=defaults.rrf_k if rrf_k is None else rrf_k,
+        vector_weight=defaults.vector_weight if vector_weight is None else vector_weight,
+        keyword_weight=defaults.keyword_weight if keyword_weight is None else keyword_weight,
+    )
+
+
+def check_embedding(vector: np.ndarray, collection: Collection) -> np.ndarray:
+    """A finite vector of the collection's dimension, or an EmbeddingError."""
+    vector = np.asarray(vector, dtype=np.float32)
+    if vector.ndim != 1 or vector.shape[0] != collection.dimensions:
+        raise EmbeddingError(
+            f"query embedding has shape {vector.shape}; collection {collection.name!r} "
+            f"expects {collection.dimensions} dimensions ({collection.embedding_model})"
+        )
+    if not np.all(np.isfinite(vector)):
+        raise EmbeddingError("query embedding contains NaN or infinity; check the model's output")
+    return vector
+
+
+def _hit(row: dict[str, Any]) -> Hit:
+    return Hit(
+        rank=row["fused_rank"],
+        document_id=row["document_id"],
+        chunk_id=row["chunk_id"],
+        text=row["content"],
+        metadata=row["metadata"],
+        scores=Scores(
+            vector_rank=row["vector_rank"],
+            vector_distance=row["vector_distance"],
+            keyword_rank=row["keyword_rank"],
+            keyword_score=row["keyword_score"],
+            fused=row["fused_score"],
+        ),
+    )
+
+
+def fetch_candidates(
+    conn: psycopg.Connection,
+    collection: Collection,
+    options: SearchOptions,
+    embedding: np.ndarray | None,
+    *,
+    statement_timeout_ms: int,
+) -> list[Hit]:
+    """The fused TopK from ``hybridsearch.search_hybrid``."""
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout_ms),))
+            rows = cur.execute(
+                "SELECT * FROM hybridsearch.search_hybrid("
+                "%s, %s, %s, p_top_k => %s, p_filter => %s, p_fusion => %s,"
+                " p_rrf_k => %s, p_vector_weight => %s, p_keyword_weight => %s)",
+                (
+                    collection.name,
+                    embedding,
+                    options.query if options.mode != "vector" else None,
+                    options.top_k,
+                    Jsonb(options.filter) if options.filter else None,
+                    options.fusion,
+                    options.rrf_k,
+                    options.vector_weight,
+                    options.keyword_weight,
+                ),
+            ).fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"search in {collection.name!r}") from exc
+    return [_hit(row) for row in rows]
+
+
+def _reorder(candidates: list[Hit], scores: list[float], top_n: int) -> list[Hit]:
+    """The TopN candidates by rerank score (ties keep fused order), renumbered."""
+    order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
+    return [
+        replace(
+            candidates[i],
+            rank=new_rank,
+            scores=replace(candidates[i].scores, rerank=scores[i]),
+        )
+        for new_rank, i in enumerate(order[:top_n], start=1)
+    ]
+
+
+def run_search(
+    conn: psycopg.Connection,
+    collection: Collection,
+    options: SearchOptions,
+    *,
+    embedder: Embedder,
+    query_embedding: np.ndarray | None = None,
+    reranker: Reranker | None,
+    rerank: bool,
+    statement_timeout_ms: int,
+) -> SearchResult:
+    """Run one validated search through every stage and report what each did."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {"embed": 0.0, "candidates": 0.0, "rerank": 0.0}
+
+    embedding = None
+    if options.mode != "keyword":
+        if query_embedding is None:
+            query_embedding = embedder.embed_query(options.query)
+        embedding = check_embedding(query_embedding, collection)
+    timings["embed"] = (time.perf_counter() - started) * 1000
+
+    t = time.perf_counter()
+    candidates = fetch_candidates(
+        conn, collection, options, embedding, statement_timeout_ms=statement_timeout_ms
+    )
+    timings["candidates"] = (time.perf_counter() - t) * 1000
+
+    t = time.perf_counter()
+    note: str | None = None
+    reranked = False
+    top = candidates[: options.top_n]
+    if not rerank:
+        note = "reranking turned off for this search; results are in fused order"
+    elif candidates:
+        outcome = rerank_safely(reranker, options.query, [h.text for h in candidates])
+        note = outcome.note
+        if outcome.scores is not None:
+            reranked = True
+            top = _reorder(candidates, [float(s) for s in outcome.scores], options.top_n)
+    timings["rerank"] = (time.perf_counter() - t) * 1000
+    timings["total"] = (time.perf_counter() - started) * 1000
+    return SearchResult(
+        query=options.query,
+        results=top,
+        reranked=reranked,
+        timings_ms={key: round(value, 3) for key, value in timings.items()},
+        candidates=candidates,
+        note=note,
+    )

@@ -1,0 +1,272 @@
+"""Semantics of the SQL API, called exactly as a SQL user would call it."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from hybridsearch.fusion import fuse
+
+# (external id, text, metadata, 3-d embedding)
+ROWS = [
+    ("a", "postgres stores vectors", {"lang": "en", "year": 2024}, [1.0, 0.0, 0.0]),
+    ("b", "vectors and keywords fused", {"lang": "en", "year": 2023}, [0.9, 0.1, 0.0]),
+    ("c", "keyword search with postgres", {"lang": "de"}, [0.0, 1.0, 0.0]),
+    ("d", "cats sleep all day", {"lang": "en"}, [0.0, 0.0, 1.0]),
+    ("e", "postgres postgres postgres", {"lang": "en", "tags": ["x", "y"]}, [0.0, 0.7, 0.7]),
+]
+
+
+def _insert(conn: psycopg.Connection, collection_id: int, rows: list) -> None:
+    for external_id, text, metadata, embedding in rows:
+        document_id = conn.execute(
+            "INSERT INTO hybridsearch.documents (collection_id, external_id, metadata, content_hash,"
+            " chunk_count) VALUES (%s, %s, %s, 'h', 1) RETURNING document_id",
+            (collection_id, external_id, Jsonb(metadata)),
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO hybridsearch.chunks (collection_id, document_id, ordinal, content, metadata,"
+            " embedding, fts) VALUES (%s, %s, 0, %s, %s, %s,"
+            " hybridsearch.document_tsvector('english', %s))",
+            (collection_id, document_id, text, Jsonb(metadata), np.array(embedding), text),
+        )
+
+
+def _insert_random(conn: psycopg.Connection, collection_id: int, dims: int, n: int) -> None:
+    """n chunks of one document with random vectors: enough rows that the planner
+    prefers the HNSW index to a sort."""
+    conn.execute(
+        """
+        WITH doc AS (
+            INSERT INTO hybridsearch.documents
+                (collection_id, external_id, content_hash, chunk_count)
+            VALUES (%(c)s, 'bulk', 'h', %(n)s) RETURNING document_id
+        )
+        INSERT INTO hybridsearch.chunks
+            (collection_id, document_id, ordinal, content, metadata, embedding, fts)
+        SELECT %(c)s, doc.document_id, i, 'chunk ' || i, jsonb_build_object('i', i %% 10),
+               (SELECT array_agg(random() - 0.5) FROM generate_series(1, %(d)s) WHERE i >= 0)::vector,
+               ''::tsvector
+        FROM doc, generate_series(0, %(n)s - 1) AS i
+        """,
+        {"c": collection_id, "n": n, "d": dims},
+    )
+    conn.execute("ANALYZE hybridsearch.chunks")
+
+
+@pytest.fixture
+def small(conn: psycopg.Connection) -> Iterator[str]:
+    """A 3-d collection holding ROWS, created and filled through SQL only."""
+    name = f"sql_{uuid.uuid4().hex[:10]}"
+    collection_id = conn.execute(
+        "SELECT (hybridsearch.create_collection(%s, 'test-model', 3)).collection_id", (name,)
+    ).fetchone()[0]
+    _insert(conn, collection_id, ROWS)
+    yield name
+    conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+
+
+def _ids(conn: psycopg.Connection, sql: str, params: tuple) -> list[str]:
+    return [r[0] for r in conn.execute(sql, params).fetchall()]
+
+
+def test_vector_topk_orders_by_distance(conn: psycopg.Connection, small: str) -> None:
+    rows = conn.execute(
+        "SELECT c.content, v.vector_rank, v.vector_distance"
+        " FROM hybridsearch.search_vector(%s, '[1,0,0]', 3) v"
+        " JOIN hybridsearch.chunks c USING (chunk_id) ORDER BY v.vector_rank",
+        (small,),
+    ).fetchall()
+    assert [r[0] for r in rows] == ["postgres stores vectors", "vectors and keywords fused",
+                                    rows[2][0]]
+    assert [r[1] for r in rows] == [1, 2, 3]
+    assert rows[0][2] == pytest.approx(0.0, abs=1e-6)
+    assert rows[0][2] <= rows[1][2] <= rows[2][2]
+
+
+def test_filter_applies_in_both_branches(conn: psycopg.Connection, small: str) -> None:
+    hybrid = _ids(
+        conn,
+        "SELECT document_id FROM hybridsearch.search_hybrid(%s, '[1,0,0]', 'postgres', 10, %s)",
+        (small, Jsonb({"lang": "en"})),
+    )
+    assert set(hybrid) == {"a", "b", "d", "e"}  # c is German, filtered from both branches
+    keyword = conn.execute(
+        "SELECT count(*) FROM hybridsearch.search_keyword(%s, 'postgres', 10, %s)",
+        (small, Jsonb({"lang": "de"})),
+    ).fetchone()[0]
+    assert keyword == 1
+    nested = _ids(
+        conn,
+        "SELECT document_id FROM hybridsearch.search_hybrid(%s, '[1,0,0]', 'postgres', 10, %s)",
+        (small, Jsonb({"tags": ["y"]})),
+    )
+    assert nested == ["e"]
+
+
+def test_empty_keyword_branch_keeps_vector_results(conn: psycopg.Connection, small: str) -> None:
+    rows = conn.execute(
+        "SELECT document_id, vector_rank, keyword_rank FROM"
+        " hybridsearch.search_hybrid(%s, '[0,0,1]', 'zzzunknownword', 2)",
+        (small,),
+    ).fetchall()
+    assert [r[0] for r in rows] == ["d", "e"]
+    assert all(r[2] is None for r in rows)
+    # A query of stop words and operators is an empty branch, never an error.
+    assert conn.execute(
+        "SELECT count(*) FROM hybridsearch.search_keyword(%s, %s, 5)", (small, "the & | !( <-> ")
+    ).fetchone()[0] == 0
+
+
+def test_keyword_only_and_vector_only(conn: psycopg.Connection, small: str) -> None:
+    keyword_only = conn.execute(
+        "SELECT document_id, vector_rank FROM hybridsearch.search_hybrid(%s, NULL, 'postgres', 10)",
+        (small,),
+    ).fetchall()
+    assert {r[0] for r in keyword_only} == {"a", "c", "e"}
+    assert all(r[1] is None for r in keyword_only)
+    assert keyword_only[0][0] == "e"  # three occurrences beat one
+    vector_only = _ids(
+        conn, "SELECT document_id FROM hybridsearch.search_hybrid(%s, '[0,1,0]', NULL, 1)", (small,)
+    )
+    assert vector_only == ["c"]
+
+
+def test_top_k_larger_than_corpus(conn: psycopg.Connection, small: str) -> None:
+    count = conn.execute(
+        "SELECT count(*) FROM hybridsearch.search_hybrid(%s, '[1,0,0]', 'postgres', 500)", (small,)
+    ).fetchone()[0]
+    assert count == len(ROWS)
+
+
+def test_ties_break_by_chunk_id(conn: psycopg.Connection, small: str) -> None:
+    # Same text and same vector: identical scores in both branches.
+    collection_id = conn.execute(
+        "SELECT collection_id FROM hybridsearch.collections WHERE name = %s", (small,)
+    ).fetchone()[0]
+    _insert(conn, collection_id, [(f"tie{i}", "identical twin text", {}, [0.5, 0.5, 0.0])
+                                  for i in range(4)])
+    # Within a branch, equal distances rank by chunk_id; RRF then follows those ranks.
+    branch = conn.execute(
+        "SELECT chunk_id, vector_distance FROM hybridsearch.search_vector(%s, '[0.5,0.5,0]', 4)",
+        (small,),
+    ).fetchall()
+    assert len({round(r[1], 9) for r in branch}) == 1
+    assert [r[0] for r in branch] == sorted(r[0] for r in branch)
+    # Weighted fusion gives exact ties (all normalise to 1): fused order is by chunk_id.
+    weighted = conn.execute(
+        "SELECT chunk_id, fused_score FROM hybridsearch.search_hybrid(%s, '[0.5,0.5,0]',"
+        " 'identical twin', 4, p_fusion => 'weighted')",
+        (small,),
+    ).fetchall()
+    assert len({r[1] for r in weighted}) == 1
+    assert [r[0] for r in weighted] == sorted(r[0] for r in weighted)
+    assert [r[0] for r in weighted] == [r[0] for r in branch]
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM hybridsearch.search_vector('no_such_collection', '[1,0,0]')",
+         "does not exist"),
+        ("SELECT * FROM hybridsearch.search_vector({name}, '[1,0]')", "expects 3"),
+        ("SELECT * FROM hybridsearch.search_vector({name}, '[1,0,0]', 0)", "top_k"),
+        ("SELECT * FROM hybridsearch.search_hybrid({name}, '[1,0,0]', 'x', 10, '[1]')",
+         "JSON object"),
+        ("SELECT * FROM hybridsearch.search_hybrid({name}, '[1,0,0]', 'x', 10, NULL, 'max')",
+         "rrf or weighted"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(
+    conn: psycopg.Connection, small: str, sql: str, message: str
+) -> None:
+    with pytest.raises(psycopg.Error, match=message):
+        conn.execute(sql.replace("{name}", "%s"), (small,) if "{name}" in sql else ())
+
+
+def test_dimension_is_enforced_on_insert(conn: psycopg.Connection, small: str) -> None:
+    collection_id = conn.execute(
+        "SELECT collection_id FROM hybridsearch.collections WHERE name = %s", (small,)
+    ).fetchone()[0]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        _insert(conn, collection_id, [("bad", "wrong size", {}, [1.0, 0.0])])
+    with pytest.raises(psycopg.errors.DataException, match="NaN"):
+        conn.execute("SELECT '[NaN,0,0]'::vector")
+
+
+def test_collections_with_different_dimensions_use_hnsw(conn: psycopg.Connection) -> None:
+    names = [f"dims_{d}_{uuid.uuid4().hex[:6]}" for d in (3, 8)]
+    try:
+        for name, dims in zip(names, (3, 8), strict=True):
+            collection_id = conn.execute(
+                "SELECT (hybridsearch.create_collection(%s, 'm', %s)).collection_id", (name, dims)
+            ).fetchone()[0]
+            _insert_random(conn, collection_id, dims, 3000)
+            plan = "\n".join(r[0] for r in conn.execute(
+                f"EXPLAIN SELECT c.chunk_id FROM hybridsearch.chunks c WHERE c.collection_id = %s"
+                f" ORDER BY c.embedding::vector({dims}) <=> %s::vector({dims}) LIMIT 10",
+                (collection_id, np.ones(dims)),
+            ).fetchall())
+            assert f"chunks_{collection_id}_embedding_idx" in plan, plan
+            found = conn.execute(
+                "SELECT count(*) FROM hybridsearch.search_vector(%s, %s, 10)", (name, np.ones(dims))
+            ).fetchone()[0]
+            assert found == 10
+    finally:
+        for name in names:
+            conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+
+
+def test_search_vector_plan_uses_hnsw(conn: psycopg.Connection) -> None:
+    """The plan inside search_vector (captured with auto_explain) scans the HNSW index."""
+    name = f"plan_{uuid.uuid4().hex[:6]}"
+    collection_id = conn.execute(
+        "SELECT (hybridsearch.create_collection(%s, 'm', 4)).collection_id", (name,)
+    ).fetchone()[0]
+    try:
+        _insert_random(conn, collection_id, 4, 3000)
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET auto_explain.log_nested_statements = on")
+        conn.execute("SET auto_explain.log_level = notice")
+        conn.execute("SET client_min_messages = notice")
+        conn.execute("SELECT * FROM hybridsearch.search_vector(%s, %s, 50)", (name, np.ones(4)))
+        conn.execute("SET auto_explain.log_min_duration = -1")
+        plans = [n for n in notices if "nearest" in n]
+        assert plans and f"chunks_{collection_id}_embedding_idx" in plans[0], notices
+    finally:
+        conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+
+
+@pytest.mark.parametrize("method", ["rrf", "weighted"])
+def test_sql_fusion_matches_python_reference(conn: psycopg.Connection, method: str) -> None:
+    rng = random.Random(7)
+    for _ in range(60):
+        pool = rng.sample(range(1, 200), 60)
+        vector = sorted(((cid, rng.choice([rng.random(), 0.25])) for cid in rng.sample(pool, rng.randint(0, 30))),
+                        key=lambda x: x[1])
+        keyword = sorted(((cid, rng.choice([rng.random() * 3, 1.0])) for cid in rng.sample(pool, rng.randint(0, 30))),
+                         key=lambda x: -x[1])
+        rrf_k = rng.choice([0, 1, 60])
+        wv, wk = rng.choice([1.0, 0.3, 0.0]), rng.choice([1.0, 0.7])
+        limit = rng.randint(1, 40)
+        expected = fuse(vector, keyword, method=method, rrf_k=rrf_k, vector_weight=wv,
+                        keyword_weight=wk, limit=limit)
+        rows = conn.execute(
+            "SELECT * FROM hybridsearch.fuse_candidates(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            ([c for c, _ in vector], [d for _, d in vector], [c for c, _ in keyword],
+             [s for _, s in keyword], method, rrf_k, wv, wk, limit),
+        ).fetchall()
+        assert [r[0] for r in rows] == [f.chunk_id for f in expected]
+        for row, ref in zip(rows, expected, strict=True):
+            assert row[1] == ref.fused_rank
+            assert row[2] == pytest.approx(ref.fused_score, rel=1e-12, abs=1e-15)
+            assert (row[3], row[5]) == (ref.vector_rank, ref.keyword_rank)
