@@ -1,0 +1,122 @@
+"""The CLI's contracts: JSON shapes, ingest of files and BEIR corpora, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hybridsearch import HybridSearch
+
+
+@pytest.fixture(scope="module")
+def cli_env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSEARCH_")}
+    env.update(
+        HYBRIDSEARCH_DATABASE_URL=database_url,
+        HYBRIDSEARCH_TORCH_THREADS="1",
+        HF_HUB_OFFLINE="1",
+    )
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hybridsearch.cli", *args],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_collection(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+                   hs: HybridSearch) -> Iterator[str]:
+    """A collection filled through `hybridsearch ingest` from a folder and a BEIR corpus."""
+    name = f"cli_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path_factory.mktemp("docs")
+    (folder / "guide.md").write_text("# Guide\n\nPgvector adds vector similarity search to Postgres.")
+    (folder / "notes.txt").write_text("Cross-encoders rerank candidate passages precisely.")
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in [
+        {"_id": "beir-1", "title": "Otters", "text": "Sea otters use tools to open shells."},
+        {"_id": "beir-2", "title": "", "text": "Glaciers carve valleys over millennia."},
+    ]) + "\n")
+    done = run_cli(cli_env, "ingest", "--collection", name, str(folder))
+    assert done.returncode == 0, done.stderr
+    assert "4 added" in done.stdout
+    yield name
+    hs.drop_collection(name)
+
+
+def test_collections_list_json(cli_env: dict[str, str], cli_collection: str) -> None:
+    done = run_cli(cli_env, "collections", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    assert isinstance(listing, list)
+    mine = [c for c in listing if c["name"] == cli_collection]
+    assert mine == [{
+        "name": cli_collection,
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "dimensions": 384,
+        "documents": 4,
+        "chunks": 4,
+    }]
+
+
+def test_search_json_contract(cli_env: dict[str, str], cli_collection: str) -> None:
+    done = run_cli(cli_env, "search", "--collection", cli_collection, "--json", "--top-k", "10",
+                   "--top-n", "2", "which animal uses tools")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert set(out) == {"query", "results", "reranked", "timings_ms"}
+    assert out["query"] == "which animal uses tools"
+    assert out["reranked"] is False  # no reranker configured ...
+    assert "no reranker configured" in done.stderr  # ... and the output says so
+    assert set(out["timings_ms"]) == {"embed", "candidates", "rerank", "total"}
+    assert len(out["results"]) == 2
+    first = out["results"][0]
+    assert set(first) == {"rank", "document_id", "chunk_id", "text", "metadata", "scores"}
+    assert set(first["scores"]) == {"vector_rank", "vector_distance", "keyword_rank",
+                                    "keyword_score", "fused", "rerank"}
+    assert first["rank"] == 1
+    assert first["document_id"] == "beir-1"  # external id, not an internal key
+    assert first["metadata"] == {"title": "Otters"}
+    assert "otters" in first["text"].lower()
+
+
+def test_search_filter_and_modes(cli_env: dict[str, str], cli_collection: str) -> None:
+    done = run_cli(cli_env, "search", "--collection", cli_collection, "--json", "--mode",
+                   "keyword", "--filter", '{"format": "md"}', "postgres vector search")
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert [r["document_id"] for r in results] == ["guide.md"]
+    assert results[0]["scores"]["vector_rank"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "--collection", "no_such_collection", "x"], "does not exist"),
+        (["search", "--collection", "{c}", "--filter", "{oops", "x"], "not valid JSON"),
+        (["search", "--collection", "{c}", "   "], "empty"),
+        (["search", "--collection", "{c}", "--top-k", "0", "x"], "top_k"),
+        (["search", "--collection", "{c}", "--top-k", "3", "--top-n", "5", "x"], "cannot exceed"),
+        (["search", "--collection", "{c}", "?!&|"], "no letters or digits"),
+        (["ingest", "--collection", "{c}", "/no/such/path"], "does not exist"),
+        (["collections", "drop", "no_such_collection"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    cli_env: dict[str, str], cli_collection: str, args: list[str], message: str
+) -> None:
+    done = run_cli(cli_env, *[a.replace("{c}", cli_collection) for a in args])
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]

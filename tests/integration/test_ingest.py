@@ -1,0 +1,135 @@
+"""Ingest: idempotent by content hash, atomic replace, delete, chunking with overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+import pytest
+
+from hybridsearch import Document, HybridSearch
+from hybridsearch.errors import DatabaseError, InvalidInputError
+from hybridsearch.models.embedder import Embedder
+
+
+def _chunks(conn: psycopg.Connection, collection: str, external_id: str) -> list[tuple[int, str]]:
+    return conn.execute(
+        "SELECT k.ordinal, k.content FROM hybridsearch.chunks k"
+        " JOIN hybridsearch.documents d USING (collection_id, document_id)"
+        " JOIN hybridsearch.collections c USING (collection_id)"
+        " WHERE c.name = %s AND d.external_id = %s ORDER BY k.ordinal",
+        (collection, external_id),
+    ).fetchall()
+
+
+LONG = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(120))
+
+
+def test_readding_unchanged_documents_is_a_no_op(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    hs.create_collection(collection_name)
+    docs = [Document("long", LONG, {"kind": "long"}), Document("short", "One short note.")]
+    first = hs.add_documents(collection_name, docs)
+    assert (first.added, first.updated, first.unchanged) == (2, 0, 0)
+    before = conn.execute(
+        "SELECT chunk_id FROM hybridsearch.chunks k JOIN hybridsearch.collections c"
+        " USING (collection_id) WHERE c.name = %s ORDER BY chunk_id",
+        (collection_name,),
+    ).fetchall()
+    second = hs.add_documents(collection_name, docs)
+    assert (second.added, second.updated, second.unchanged, second.chunks) == (0, 0, 2, 0)
+    after = conn.execute(
+        "SELECT chunk_id FROM hybridsearch.chunks k JOIN hybridsearch.collections c"
+        " USING (collection_id) WHERE c.name = %s ORDER BY chunk_id",
+        (collection_name,),
+    ).fetchall()
+    assert after == before  # same rows, not rewritten
+    long_chunks = _chunks(conn, collection_name, "long")
+    assert len(long_chunks) > 1
+    # consecutive chunks overlap by at least one whole sentence
+    first_chunk_last_sentence = long_chunks[0][1].rsplit(".", 2)[-2].strip()
+    assert first_chunk_last_sentence in long_chunks[1][1]
+
+
+def test_changed_document_replaces_its_chunks(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    hs.create_collection(collection_name)
+    hs.add_documents(collection_name, [Document("d", LONG)])
+    report = hs.add_documents(collection_name, [Document("d", "Completely new text about otters.")])
+    assert (report.added, report.updated) == (0, 1)
+    assert _chunks(conn, collection_name, "d") == [(0, "Completely new text about otters.")]
+    result = hs.search(collection_name, "otters", top_n=1, rerank=False)
+    assert result.results[0].document_id == "d"
+    assert "otters" in result.results[0].text
+    # metadata changes count as changes too
+    meta = hs.add_documents(
+        collection_name, [Document("d", "Completely new text about otters.", {"v": 2})]
+    )
+    assert meta.updated == 1
+    assert hs.search(collection_name, "otters", filter={"v": 2}, rerank=False).results
+
+
+class _CorruptLastVector(Embedder):
+    """Returns a vector of the wrong size for the last text: the database rejects it."""
+
+    def embed_documents(self, texts: list[str]) -> npt.NDArray[np.float32]:  # type: ignore[override]
+        good = super().embed_documents(texts)
+        rows = list(good)
+        rows[-1] = rows[-1][:-1]
+        return np.array(rows, dtype=object)
+
+
+def test_failed_batch_leaves_previous_version_intact(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    from hybridsearch.ingest import ingest_documents
+
+    collection = hs.create_collection(collection_name)
+    hs.add_documents(collection_name, [Document("keep", LONG)])
+    before = _chunks(conn, collection_name, "keep")
+    broken = _CorruptLastVector(collection.embedding_model)
+    with pytest.raises((DatabaseError, InvalidInputError)):
+        ingest_documents(
+            conn,
+            collection,
+            broken,
+            [Document("keep", "A replacement that must not land."), Document("new", "New doc.")],
+        )
+    assert _chunks(conn, collection_name, "keep") == before
+    assert _chunks(conn, collection_name, "new") == []
+    count = conn.execute(
+        "SELECT count(*) FROM hybridsearch.documents d JOIN hybridsearch.collections c"
+        " USING (collection_id) WHERE c.name = %s",
+        (collection_name,),
+    ).fetchone()[0]
+    assert count == 1
+
+
+def test_delete_removes_document_and_chunks(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    hs.create_collection(collection_name)
+    hs.add_documents(collection_name, [Document("a", "Alpha text."), Document("b", "Beta text.")])
+    assert hs.delete_documents(collection_name, ["a", "missing"]) == 1
+    assert _chunks(conn, collection_name, "a") == []
+    hits = hs.search(collection_name, "alpha text", top_k=10, rerank=False).results
+    assert [h.document_id for h in hits] == ["b"]
+    stats = {s.name: s for s in hs.list_collections()}[collection_name]
+    assert (stats.documents, stats.chunks) == (1, 1)
+
+
+def test_chinese_document_is_chunked_on_chinese_punctuation(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    from hybridsearch.collections import CollectionSettings
+
+    hs.create_collection(
+        collection_name, settings=CollectionSettings(chunk_max_tokens=30, chunk_overlap_tokens=10)
+    )
+    text = "向量数据库用于相似度搜索。" * 3 + "重排模型可以提高精度！" * 3
+    hs.add_documents(collection_name, [Document("zh", text)])
+    chunks = [c for _, c in _chunks(conn, collection_name, "zh")]
+    assert len(chunks) > 1
+    assert all(c.endswith(("。", "！")) for c in chunks)
