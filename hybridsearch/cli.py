@@ -70,7 +70,10 @@ def cmd_collections(args: argparse.Namespace) -> None:
                 _print_json([vars(s) for s in stats])
                 return
             for s in stats:
-                print(f"{s.name}\t{s.model}\t{s.dimensions}d\t{s.documents} documents\t{s.chunks} chunks")
+                print(
+                    f"{s.name}\t{s.model}\t{s.dimensions}d\t"
+                    f"{s.documents} documents\t{s.chunks} chunks"
+                )
         elif args.action == "drop":
             if not hs.drop_collection(args.name):
                 raise _not_found(args.name)

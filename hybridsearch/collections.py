@@ -123,7 +123,9 @@ def create_collection(
 def get_collection(conn: psycopg.Connection, name: str) -> Collection:
     """The named collection; raises CollectionNotFoundError when it does not exist."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute("SELECT * FROM hybridsearch.collections WHERE name = %s", (name,)).fetchone()
+        row = cur.execute(
+            "SELECT * FROM hybridsearch.collections WHERE name = %s", (name,)
+        ).fetchone()
     if row is None:
         raise CollectionNotFoundError(
             f"collection {name!r} does not exist; list collections with "

@@ -4,7 +4,7 @@
 |---|---|---|
 | HYBRIDSEARCH_DATABASE_URL | unset | external PostgreSQL with pgvector; unset = embedded server |
 | HYBRIDSEARCH_DATA_DIR | user data dir / hybridsearch | where the embedded server keeps its files |
-| HYBRIDSEARCH_EMBEDDING_MODEL | sentence-transformers/all-MiniLM-L6-v2 | model name or path for new collections |
+| HYBRIDSEARCH_EMBEDDING_MODEL | all-MiniLM-L6-v2 | model name or path for new collections |
 | HYBRIDSEARCH_RERANKER_MODEL | unset | cross-encoder name or path; unset = no reranking |
 | HYBRIDSEARCH_DEVICE | cpu | torch device for both models |
 | HYBRIDSEARCH_TORCH_THREADS | half the cores, at least 1 | intra-op threads for CPU inference |
@@ -72,7 +72,9 @@ class Settings:
             device=env.get("HYBRIDSEARCH_DEVICE") or "cpu",
             torch_threads=_int(env, "HYBRIDSEARCH_TORCH_THREADS", defaults.torch_threads),
             max_query_chars=_int(env, "HYBRIDSEARCH_MAX_QUERY_CHARS", defaults.max_query_chars),
-            max_document_chars=_int(env, "HYBRIDSEARCH_MAX_DOCUMENT_CHARS", defaults.max_document_chars),
+            max_document_chars=_int(
+                env, "HYBRIDSEARCH_MAX_DOCUMENT_CHARS", defaults.max_document_chars
+            ),
             statement_timeout_ms=_int(
                 env, "HYBRIDSEARCH_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms
             ),

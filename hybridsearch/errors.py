@@ -75,7 +75,9 @@ def from_database_error(error: psycopg.Error, action: str) -> HybridSearchError:
     sqlstate = error.sqlstate or ""
     detail = (error.diag.message_primary or str(error)).strip()
     if sqlstate == "P0002":  # no_data_found: raised by hybridsearch SQL for unknown names
-        return CollectionNotFoundError(f"{detail}; list collections with `hybridsearch collections list`")
+        return CollectionNotFoundError(
+            f"{detail}; list collections with `hybridsearch collections list`"
+        )
     if sqlstate == "23505":  # unique_violation
         return CollectionExistsError(f"{action} failed: {detail}")
     if sqlstate.startswith("22") or sqlstate == "23514":  # data exception / check violation
@@ -84,5 +86,8 @@ def from_database_error(error: psycopg.Error, action: str) -> HybridSearchError:
     if cls is SchemaNotInstalledError:
         return cls(f"{action} failed: {detail}. Install the schema with `hybridsearch db upgrade`.")
     if cls is QueryTimeoutError:
-        return cls(f"{action} ran past the statement timeout; raise statement_timeout_ms or narrow the query")
+        return cls(
+            f"{action} ran past the statement timeout; "
+            "raise HYBRIDSEARCH_STATEMENT_TIMEOUT_MS or narrow the query"
+        )
     return cls(f"{action} failed: {detail} (SQLSTATE {sqlstate or 'unknown'})")

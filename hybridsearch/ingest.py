@@ -75,7 +75,9 @@ def validate_document(document: object, max_chars: int) -> Document:
         raise DocumentError(f"{label} has no text to index")
     for value, what in ((document.id, "id"), (document.text, "text")):
         if "\x00" in value:
-            raise DocumentError(f"{label}: {what} contains a NUL character, which PostgreSQL rejects")
+            raise DocumentError(
+                f"{label}: {what} contains a NUL character, which PostgreSQL rejects"
+            )
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -118,7 +120,9 @@ def _batches(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
         yield batch
 
 
-def _stored_hashes(conn: psycopg.Connection, collection: Collection, ids: list[str]) -> dict[str, str]:
+def _stored_hashes(
+    conn: psycopg.Connection, collection: Collection, ids: list[str]
+) -> dict[str, str]:
     rows = conn.execute(
         "SELECT external_id, content_hash FROM hybridsearch.documents"
         " WHERE collection_id = %s AND external_id = ANY(%s)",
@@ -161,7 +165,8 @@ def _write(
         replaced = [document_id for _, document_id, inserted in rows if not inserted]
         if replaced:
             cur.execute(
-                "DELETE FROM hybridsearch.chunks WHERE collection_id = %s AND document_id = ANY(%s)",
+                "DELETE FROM hybridsearch.chunks"
+                " WHERE collection_id = %s AND document_id = ANY(%s)",
                 (collection.collection_id, replaced),
             )
         cur.execute(
@@ -180,7 +185,9 @@ def _write(
             for p in prepared:
                 metadata = Jsonb(dict(p.document.metadata))
                 for ordinal, text in enumerate(p.chunks):
-                    copy.write_row((document_ids[p.document.id], ordinal, text, metadata, embeddings[row]))
+                    copy.write_row(
+                        (document_ids[p.document.id], ordinal, text, metadata, embeddings[row])
+                    )
                     row += 1
         cur.execute(
             """
@@ -252,7 +259,8 @@ def delete_documents(conn: psycopg.Connection, collection: Collection, ids: Sequ
     try:
         with conn.transaction():
             cur = conn.execute(
-                "DELETE FROM hybridsearch.documents WHERE collection_id = %s AND external_id = ANY(%s)",
+                "DELETE FROM hybridsearch.documents"
+                " WHERE collection_id = %s AND external_id = ANY(%s)",
                 (collection.collection_id, list(ids)),
             )
     except psycopg.Error as exc:

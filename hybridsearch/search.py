@@ -150,7 +150,7 @@ def parse_filter(value: object) -> dict[str, Any] | None:
             ) from None
     if not isinstance(value, Mapping):
         raise FilterError(
-            f"filter must be a JSON object such as {{\"lang\": \"en\"}}, got {type(value).__name__}"
+            f'filter must be a JSON object such as {{"lang": "en"}}, got {type(value).__name__}'
         )
     try:
         json.dumps(value, allow_nan=False)
@@ -178,7 +178,9 @@ def validate_options(
     """Check every search argument before touching the model or the database."""
     text = validate_query(query, max_query_chars)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidInputError(f"top_k must be an integer between 1 and {MAX_TOP_K}, got {top_k!r}")
+        raise InvalidInputError(
+            f"top_k must be an integer between 1 and {MAX_TOP_K}, got {top_k!r}"
+        )
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise InvalidInputError(f"top_n must be a positive integer, got {top_n!r}")
     if top_n > top_k:
@@ -242,7 +244,9 @@ def fetch_candidates(
     """The fused TopK from ``hybridsearch.search_hybrid``."""
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout_ms),))
+            cur.execute(
+                "SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout_ms),)
+            )
             rows = cur.execute(
                 "SELECT * FROM hybridsearch.search_hybrid("
                 "%s, %s, %s, p_top_k => %s, p_filter => %s, p_fusion => %s,"

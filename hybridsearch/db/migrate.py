@@ -50,7 +50,7 @@ def run_sql_file(name: str) -> None:
 
     driver_connection = op.get_bind().connection.driver_connection
     assert isinstance(driver_connection, psycopg.Connection)
-    driver_connection.execute(sql_text(name))  # type: ignore[call-overload]
+    driver_connection.execute(sql_text(name))
 
 
 def _script_location() -> str:

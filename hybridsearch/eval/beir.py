@@ -22,7 +22,9 @@ def load_queries(path: Path) -> dict[str, str]:
                 record = json.loads(line)
                 queries[str(record["_id"])] = str(record["text"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise InvalidInputError(f"{path}:{number}: expected JSON with _id and text") from None
+                raise InvalidInputError(
+                    f"{path}:{number}: expected JSON with _id and text"
+                ) from None
     return queries
 
 

@@ -25,8 +25,10 @@ from hybridsearch import (
 def _fingerprint(conn: psycopg.Connection) -> tuple[Any, ...]:
     """A checksum of every stored row the service owns."""
     return tuple(
-        conn.execute(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
-                     f" FROM hybridsearch.{table} t").fetchone()
+        conn.execute(
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
+            f" FROM hybridsearch.{table} t"
+        ).fetchone()
         for table in ("collections", "documents", "chunks")
     )
 
@@ -36,42 +38,82 @@ def stocked(hs: HybridSearch, collection_name: str) -> Iterator[str]:
     hs.create_collection(collection_name)
     hs.add_documents(
         collection_name,
-        [Document("a", "Postgres keeps the data safe."), Document("b", "Rerankers sort candidates.")],
+        [
+            Document("a", "Postgres keeps the data safe."),
+            Document("b", "Rerankers sort candidates."),
+        ],
     )
     yield collection_name
 
 
 BAD_SEARCHES: list[tuple[str, type[HybridSearchError], str, Callable[[HybridSearch, str], Any]]] = [
-    ("unknown collection", CollectionNotFoundError, "does not exist",
-     lambda hs, c: hs.search("no_such_collection", "data")),
+    (
+        "unknown collection",
+        CollectionNotFoundError,
+        "does not exist",
+        lambda hs, c: hs.search("no_such_collection", "data"),
+    ),
     ("empty query", QueryError, "empty", lambda hs, c: hs.search(c, "   ")),
     ("1 MB query", QueryError, "limit", lambda hs, c: hs.search(c, "a" * 1_048_576)),
-    ("operators only", QueryError, "no letters or digits",
-     lambda hs, c: hs.search(c, "& | ! <-> ( ) \" - :*")),
+    (
+        "operators only",
+        QueryError,
+        "no letters or digits",
+        lambda hs, c: hs.search(c, '& | ! <-> ( ) " - :*'),
+    ),
     ("NUL in query", QueryError, "NUL", lambda hs, c: hs.search(c, "data\x00base")),
     ("lone surrogate", QueryError, "Unicode", lambda hs, c: hs.search(c, "data \ud800")),
-    ("invalid filter JSON", FilterError, "not valid JSON",
-     lambda hs, c: hs.search(c, "data", filter="{lang: en")),
-    ("filter not an object", FilterError, "JSON object",
-     lambda hs, c: hs.search(c, "data", filter="[1, 2]")),
+    (
+        "invalid filter JSON",
+        FilterError,
+        "not valid JSON",
+        lambda hs, c: hs.search(c, "data", filter="{lang: en"),
+    ),
+    (
+        "filter not an object",
+        FilterError,
+        "JSON object",
+        lambda hs, c: hs.search(c, "data", filter="[1, 2]"),
+    ),
     ("top_k zero", InvalidInputError, "top_k", lambda hs, c: hs.search(c, "data", top_k=0)),
     ("top_k negative", InvalidInputError, "top_k", lambda hs, c: hs.search(c, "data", top_k=-5)),
-    ("top_n above top_k", InvalidInputError, "cannot exceed",
-     lambda hs, c: hs.search(c, "data", top_k=3, top_n=4)),
+    (
+        "top_n above top_k",
+        InvalidInputError,
+        "cannot exceed",
+        lambda hs, c: hs.search(c, "data", top_k=3, top_n=4),
+    ),
     ("unknown mode", InvalidInputError, "mode", lambda hs, c: hs.search(c, "data", mode="fuzzy")),  # type: ignore[arg-type]
-    ("wrong dimension", EmbeddingError, "expects 384",
-     lambda hs, c: hs.search(c, "data", query_embedding=np.ones(512, dtype=np.float32))),
-    ("NaN vector", EmbeddingError, "NaN",
-     lambda hs, c: hs.search(c, "data", query_embedding=np.full(384, np.nan, dtype=np.float32))),
-    ("inf vector", EmbeddingError, "NaN or infinity",
-     lambda hs, c: hs.search(c, "data", query_embedding=np.full(384, np.inf, dtype=np.float32))),
-    ("unknown fusion", InvalidInputError, "rrf or weighted",
-     lambda hs, c: hs.search(c, "data", fusion="max")),
+    (
+        "wrong dimension",
+        EmbeddingError,
+        "expects 384",
+        lambda hs, c: hs.search(c, "data", query_embedding=np.ones(512, dtype=np.float32)),
+    ),
+    (
+        "NaN vector",
+        EmbeddingError,
+        "NaN",
+        lambda hs, c: hs.search(c, "data", query_embedding=np.full(384, np.nan, dtype=np.float32)),
+    ),
+    (
+        "inf vector",
+        EmbeddingError,
+        "NaN or infinity",
+        lambda hs, c: hs.search(c, "data", query_embedding=np.full(384, np.inf, dtype=np.float32)),
+    ),
+    (
+        "unknown fusion",
+        InvalidInputError,
+        "rrf or weighted",
+        lambda hs, c: hs.search(c, "data", fusion="max"),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("label", "error", "message", "call"), BAD_SEARCHES,
-                         ids=[b[0] for b in BAD_SEARCHES])
+@pytest.mark.parametrize(
+    ("label", "error", "message", "call"), BAD_SEARCHES, ids=[b[0] for b in BAD_SEARCHES]
+)
 def test_bad_search_input(
     hs: HybridSearch,
     stocked: str,
@@ -100,10 +142,15 @@ BAD_DOCUMENTS: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("label", "document", "message"), BAD_DOCUMENTS,
-                         ids=[b[0] for b in BAD_DOCUMENTS])
+@pytest.mark.parametrize(
+    ("label", "document", "message"), BAD_DOCUMENTS, ids=[b[0] for b in BAD_DOCUMENTS]
+)
 def test_bad_documents(
-    hs: HybridSearch, stocked: str, conn: psycopg.Connection, label: str, document: Any,
+    hs: HybridSearch,
+    stocked: str,
+    conn: psycopg.Connection,
+    label: str,
+    document: Any,
     message: str,
 ) -> None:
     before = _fingerprint(conn)
@@ -122,7 +169,9 @@ def test_unknown_collection_for_documents(hs: HybridSearch, conn: psycopg.Connec
     assert _fingerprint(conn) == before
 
 
-def test_bad_collection_definitions(hs: HybridSearch, stocked: str, conn: psycopg.Connection) -> None:
+def test_bad_collection_definitions(
+    hs: HybridSearch, stocked: str, conn: psycopg.Connection
+) -> None:
     from hybridsearch import CollectionExistsError
 
     before = _fingerprint(conn)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -29,23 +28,40 @@ def cli_env(database_url: str) -> dict[str, str]:
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hybridsearch.cli", *args],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
 @pytest.fixture(scope="module")
-def cli_collection(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                   hs: HybridSearch) -> Iterator[str]:
+def cli_collection(
+    cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, hs: HybridSearch
+) -> Iterator[str]:
     """A collection filled through `hybridsearch ingest` from a folder and a BEIR corpus."""
     name = f"cli_{uuid.uuid4().hex[:8]}"
     folder = tmp_path_factory.mktemp("docs")
-    (folder / "guide.md").write_text("# Guide\n\nPgvector adds vector similarity search to Postgres.")
+    (folder / "guide.md").write_text(
+        "# Guide\n\nPgvector adds vector similarity search to Postgres."
+    )
     (folder / "notes.txt").write_text("Cross-encoders rerank candidate passages precisely.")
     corpus = folder / "corpus.jsonl"
-    corpus.write_text("\n".join(json.dumps(r) for r in [
-        {"_id": "beir-1", "title": "Otters", "text": "Sea otters use tools to open shells."},
-        {"_id": "beir-2", "title": "", "text": "Glaciers carve valleys over millennia."},
-    ]) + "\n")
+    corpus.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "_id": "beir-1",
+                    "title": "Otters",
+                    "text": "Sea otters use tools to open shells.",
+                },
+                {"_id": "beir-2", "title": "", "text": "Glaciers carve valleys over millennia."},
+            ]
+        )
+        + "\n"
+    )
     done = run_cli(cli_env, "ingest", "--collection", name, str(folder))
     assert done.returncode == 0, done.stderr
     assert "4 added" in done.stdout
@@ -59,18 +75,30 @@ def test_collections_list_json(cli_env: dict[str, str], cli_collection: str) -> 
     listing = json.loads(done.stdout)
     assert isinstance(listing, list)
     mine = [c for c in listing if c["name"] == cli_collection]
-    assert mine == [{
-        "name": cli_collection,
-        "model": "sentence-transformers/all-MiniLM-L6-v2",
-        "dimensions": 384,
-        "documents": 4,
-        "chunks": 4,
-    }]
+    assert mine == [
+        {
+            "name": cli_collection,
+            "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "dimensions": 384,
+            "documents": 4,
+            "chunks": 4,
+        }
+    ]
 
 
 def test_search_json_contract(cli_env: dict[str, str], cli_collection: str) -> None:
-    done = run_cli(cli_env, "search", "--collection", cli_collection, "--json", "--top-k", "10",
-                   "--top-n", "2", "which animal uses tools")
+    done = run_cli(
+        cli_env,
+        "search",
+        "--collection",
+        cli_collection,
+        "--json",
+        "--top-k",
+        "10",
+        "--top-n",
+        "2",
+        "which animal uses tools",
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert set(out) == {"query", "results", "reranked", "timings_ms"}
@@ -81,8 +109,14 @@ def test_search_json_contract(cli_env: dict[str, str], cli_collection: str) -> N
     assert len(out["results"]) == 2
     first = out["results"][0]
     assert set(first) == {"rank", "document_id", "chunk_id", "text", "metadata", "scores"}
-    assert set(first["scores"]) == {"vector_rank", "vector_distance", "keyword_rank",
-                                    "keyword_score", "fused", "rerank"}
+    assert set(first["scores"]) == {
+        "vector_rank",
+        "vector_distance",
+        "keyword_rank",
+        "keyword_score",
+        "fused",
+        "rerank",
+    }
     assert first["rank"] == 1
     assert first["document_id"] == "beir-1"  # external id, not an internal key
     assert first["metadata"] == {"title": "Otters"}
@@ -90,8 +124,18 @@ def test_search_json_contract(cli_env: dict[str, str], cli_collection: str) -> N
 
 
 def test_search_filter_and_modes(cli_env: dict[str, str], cli_collection: str) -> None:
-    done = run_cli(cli_env, "search", "--collection", cli_collection, "--json", "--mode",
-                   "keyword", "--filter", '{"format": "md"}', "postgres vector search")
+    done = run_cli(
+        cli_env,
+        "search",
+        "--collection",
+        cli_collection,
+        "--json",
+        "--mode",
+        "keyword",
+        "--filter",
+        '{"format": "md"}',
+        "postgres vector search",
+    )
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)["results"]
     assert [r["document_id"] for r in results] == ["guide.md"]

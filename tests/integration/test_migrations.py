@@ -39,7 +39,8 @@ def _objects(url: str) -> dict[str, list[str]]:
             " ORDER BY 1"
         ).fetchall()
         functions = conn.execute(
-            "SELECT proname FROM pg_catalog.pg_proc WHERE pronamespace = 'hybridsearch'::regnamespace"
+            "SELECT proname FROM pg_catalog.pg_proc"
+            " WHERE pronamespace = 'hybridsearch'::regnamespace"
             " ORDER BY 1"
         ).fetchall()
         app = conn.execute("SELECT version_num FROM public.alembic_version").fetchall()
@@ -76,7 +77,9 @@ def test_up_down_up_keeps_the_application_history(fresh_url: str) -> None:
     again = _objects(fresh_url)
     assert again == up
     with psycopg.connect(fresh_url, autocommit=True) as conn:
-        row = conn.execute("SELECT (hybridsearch.create_collection('m', 'model', 3)).name").fetchone()
+        row = conn.execute(
+            "SELECT (hybridsearch.create_collection('m', 'model', 3)).name"
+        ).fetchone()
     assert row == ("m",)
 
 
@@ -91,7 +94,8 @@ def test_single_head_and_sql_files_installed(database_url: str) -> None:
     source = migrate.sql_text("v001_functions.sql")
     with psycopg.connect(database_url) as conn:
         installed = conn.execute(
-            "SELECT proname FROM pg_catalog.pg_proc WHERE pronamespace = 'hybridsearch'::regnamespace"
+            "SELECT proname FROM pg_catalog.pg_proc"
+            " WHERE pronamespace = 'hybridsearch'::regnamespace"
         ).fetchall()
         definitions = conn.execute(
             "SELECT prosrc FROM pg_catalog.pg_proc WHERE proname = 'search_hybrid'"

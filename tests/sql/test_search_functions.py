@@ -26,12 +26,14 @@ ROWS = [
 def _insert(conn: psycopg.Connection, collection_id: int, rows: list) -> None:
     for external_id, text, metadata, embedding in rows:
         document_id = conn.execute(
-            "INSERT INTO hybridsearch.documents (collection_id, external_id, metadata, content_hash,"
+            "INSERT INTO hybridsearch.documents"
+            " (collection_id, external_id, metadata, content_hash,"
             " chunk_count) VALUES (%s, %s, %s, 'h', 1) RETURNING document_id",
             (collection_id, external_id, Jsonb(metadata)),
         ).fetchone()[0]
         conn.execute(
-            "INSERT INTO hybridsearch.chunks (collection_id, document_id, ordinal, content, metadata,"
+            "INSERT INTO hybridsearch.chunks"
+            " (collection_id, document_id, ordinal, content, metadata,"
             " embedding, fts) VALUES (%s, %s, 0, %s, %s, %s,"
             " hybridsearch.document_tsvector('english', %s))",
             (collection_id, document_id, text, Jsonb(metadata), np.array(embedding), text),
@@ -51,7 +53,9 @@ def _insert_random(conn: psycopg.Connection, collection_id: int, dims: int, n: i
         INSERT INTO hybridsearch.chunks
             (collection_id, document_id, ordinal, content, metadata, embedding, fts)
         SELECT %(c)s, doc.document_id, i, 'chunk ' || i, jsonb_build_object('i', i %% 10),
-               (SELECT array_agg(random() - 0.5) FROM generate_series(1, %(d)s) WHERE i >= 0)::vector,
+               -- "WHERE i >= 0" correlates the subquery so each row gets its own vector
+               (SELECT array_agg(random() - 0.5) FROM generate_series(1, %(d)s)
+                WHERE i >= 0)::vector,
                ''::tsvector
         FROM doc, generate_series(0, %(n)s - 1) AS i
         """,
@@ -83,8 +87,11 @@ def test_vector_topk_orders_by_distance(conn: psycopg.Connection, small: str) ->
         " JOIN hybridsearch.chunks c USING (chunk_id) ORDER BY v.vector_rank",
         (small,),
     ).fetchall()
-    assert [r[0] for r in rows] == ["postgres stores vectors", "vectors and keywords fused",
-                                    rows[2][0]]
+    assert [r[0] for r in rows] == [
+        "postgres stores vectors",
+        "vectors and keywords fused",
+        rows[2][0],
+    ]
     assert [r[1] for r in rows] == [1, 2, 3]
     assert rows[0][2] == pytest.approx(0.0, abs=1e-6)
     assert rows[0][2] <= rows[1][2] <= rows[2][2]
@@ -119,9 +126,13 @@ def test_empty_keyword_branch_keeps_vector_results(conn: psycopg.Connection, sma
     assert [r[0] for r in rows] == ["d", "e"]
     assert all(r[2] is None for r in rows)
     # A query of stop words and operators is an empty branch, never an error.
-    assert conn.execute(
-        "SELECT count(*) FROM hybridsearch.search_keyword(%s, %s, 5)", (small, "the & | !( <-> ")
-    ).fetchone()[0] == 0
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM hybridsearch.search_keyword(%s, %s, 5)",
+            (small, "the & | !( <-> "),
+        ).fetchone()[0]
+        == 0
+    )
 
 
 def test_keyword_only_and_vector_only(conn: psycopg.Connection, small: str) -> None:
@@ -150,8 +161,11 @@ def test_ties_break_by_chunk_id(conn: psycopg.Connection, small: str) -> None:
     collection_id = conn.execute(
         "SELECT collection_id FROM hybridsearch.collections WHERE name = %s", (small,)
     ).fetchone()[0]
-    _insert(conn, collection_id, [(f"tie{i}", "identical twin text", {}, [0.5, 0.5, 0.0])
-                                  for i in range(4)])
+    _insert(
+        conn,
+        collection_id,
+        [(f"tie{i}", "identical twin text", {}, [0.5, 0.5, 0.0]) for i in range(4)],
+    )
     # Within a branch, equal distances rank by chunk_id; RRF then follows those ranks.
     branch = conn.execute(
         "SELECT chunk_id, vector_distance FROM hybridsearch.search_vector(%s, '[0.5,0.5,0]', 4)",
@@ -173,14 +187,20 @@ def test_ties_break_by_chunk_id(conn: psycopg.Connection, small: str) -> None:
 @pytest.mark.parametrize(
     ("sql", "message"),
     [
-        ("SELECT * FROM hybridsearch.search_vector('no_such_collection', '[1,0,0]')",
-         "does not exist"),
+        (
+            "SELECT * FROM hybridsearch.search_vector('no_such_collection', '[1,0,0]')",
+            "does not exist",
+        ),
         ("SELECT * FROM hybridsearch.search_vector({name}, '[1,0]')", "expects 3"),
         ("SELECT * FROM hybridsearch.search_vector({name}, '[1,0,0]', 0)", "top_k"),
-        ("SELECT * FROM hybridsearch.search_hybrid({name}, '[1,0,0]', 'x', 10, '[1]')",
-         "JSON object"),
-        ("SELECT * FROM hybridsearch.search_hybrid({name}, '[1,0,0]', 'x', 10, NULL, 'max')",
-         "rrf or weighted"),
+        (
+            "SELECT * FROM hybridsearch.search_hybrid({name}, '[1,0,0]', 'x', 10, '[1]')",
+            "JSON object",
+        ),
+        (
+            "SELECT * FROM hybridsearch.search_hybrid({name}, '[1,0,0]', 'x', 10, NULL, 'max')",
+            "rrf or weighted",
+        ),
     ],
 )
 def test_bad_arguments_raise_clear_errors(
@@ -208,11 +228,15 @@ def test_collections_with_different_dimensions_use_hnsw(conn: psycopg.Connection
                 "SELECT (hybridsearch.create_collection(%s, 'm', %s)).collection_id", (name, dims)
             ).fetchone()[0]
             _insert_random(conn, collection_id, dims, 3000)
-            plan = "\n".join(r[0] for r in conn.execute(
-                f"EXPLAIN SELECT c.chunk_id FROM hybridsearch.chunks c WHERE c.collection_id = %s"
-                f" ORDER BY c.embedding::vector({dims}) <=> %s::vector({dims}) LIMIT 10",
-                (collection_id, np.ones(dims)),
-            ).fetchall())
+            plan = "\n".join(
+                r[0]
+                for r in conn.execute(
+                    "EXPLAIN SELECT c.chunk_id FROM hybridsearch.chunks c"
+                    " WHERE c.collection_id = %s"
+                    f" ORDER BY c.embedding::vector({dims}) <=> %s::vector({dims}) LIMIT 10",
+                    (collection_id, np.ones(dims)),
+                ).fetchall()
+            )
             assert f"chunks_{collection_id}_embedding_idx" in plan, plan
             found = conn.execute(
                 "SELECT count(*) FROM hybridsearch.search_vector(%s, %s, 10)", (name, np.ones(dims))
@@ -251,19 +275,45 @@ def test_sql_fusion_matches_python_reference(conn: psycopg.Connection, method: s
     rng = random.Random(7)
     for _ in range(60):
         pool = rng.sample(range(1, 200), 60)
-        vector = sorted(((cid, rng.choice([rng.random(), 0.25])) for cid in rng.sample(pool, rng.randint(0, 30))),
-                        key=lambda x: x[1])
-        keyword = sorted(((cid, rng.choice([rng.random() * 3, 1.0])) for cid in rng.sample(pool, rng.randint(0, 30))),
-                         key=lambda x: -x[1])
+        vector = sorted(
+            (
+                (cid, rng.choice([rng.random(), 0.25]))
+                for cid in rng.sample(pool, rng.randint(0, 30))
+            ),
+            key=lambda x: x[1],
+        )
+        keyword = sorted(
+            (
+                (cid, rng.choice([rng.random() * 3, 1.0]))
+                for cid in rng.sample(pool, rng.randint(0, 30))
+            ),
+            key=lambda x: -x[1],
+        )
         rrf_k = rng.choice([0, 1, 60])
         wv, wk = rng.choice([1.0, 0.3, 0.0]), rng.choice([1.0, 0.7])
         limit = rng.randint(1, 40)
-        expected = fuse(vector, keyword, method=method, rrf_k=rrf_k, vector_weight=wv,
-                        keyword_weight=wk, limit=limit)
+        expected = fuse(
+            vector,
+            keyword,
+            method=method,
+            rrf_k=rrf_k,
+            vector_weight=wv,
+            keyword_weight=wk,
+            limit=limit,
+        )
         rows = conn.execute(
             "SELECT * FROM hybridsearch.fuse_candidates(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            ([c for c, _ in vector], [d for _, d in vector], [c for c, _ in keyword],
-             [s for _, s in keyword], method, rrf_k, wv, wk, limit),
+            (
+                [c for c, _ in vector],
+                [d for _, d in vector],
+                [c for c, _ in keyword],
+                [s for _, s in keyword],
+                method,
+                rrf_k,
+                wv,
+                wk,
+                limit,
+            ),
         ).fetchall()
         assert [r[0] for r in rows] == [f.chunk_id for f in expected]
         for row, ref in zip(rows, expected, strict=True):
