@@ -17,9 +17,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # prove that nothing downloads
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from hybridsearch import HybridSearch, Settings  # noqa: E402
-from hybridsearch.db import migrate  # noqa: E402
-from hybridsearch.db.embedded import embedded_database_url, stop_embedded_server  # noqa: E402
+from hybridsearch import HybridSearch, Settings
+from hybridsearch.db import migrate
+from hybridsearch.db.embedded import embedded_database_url, stop_embedded_server
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
