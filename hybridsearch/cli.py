@@ -62,6 +62,8 @@ def cmd_collections(args: argparse.Namespace) -> None:
                 distance=args.distance,
                 analyzer=args.analyzer,
                 settings=settings,
+                bm25_k1=args.bm25_k1,
+                bm25_b=args.bm25_b,
             )
             print(f"created collection {c.name} ({c.embedding_model}, {c.dimensions} dimensions)")
         elif args.action == "list":
@@ -159,6 +161,29 @@ def cmd_search(args: argparse.Namespace) -> None:
     )
 
 
+# -- reranker ------------------------------------------------------------------------------
+
+
+def cmd_reranker(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from hybridsearch.eval.beir import load_corpus, load_qrels, load_queries, training_pairs
+    from hybridsearch.models.training import fine_tune_cross_encoder
+
+    pairs = training_pairs(
+        load_corpus(Path(args.corpus)),
+        load_queries(Path(args.queries)),
+        load_qrels(Path(args.qrels)),
+        limit_queries=args.limit_queries,
+        negatives_per_query=args.negatives,
+    )
+    print(f"fine-tuning {args.base} on {len(pairs)} pairs for {args.steps} steps", file=sys.stderr)
+    out = fine_tune_cross_encoder(
+        args.base, pairs, Path(args.out), max_steps=args.steps, batch_size=args.batch_size
+    )
+    print(out)
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -186,7 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--model", help="embedding model name or path")
     create.add_argument("--distance", default="cosine", choices=["cosine", "l2", "inner_product"])
-    create.add_argument("--analyzer", default="english", help="text search configuration")
+    create.add_argument(
+        "--analyzer",
+        default="mixed",
+        help="mixed (English + CJK bigrams, default), cjk, or a text search configuration",
+    )
+    create.add_argument("--bm25-k1", type=float, default=1.2)
+    create.add_argument("--bm25-b", type=float, default=0.75)
     create.add_argument("--chunk-tokens", type=_positive_int, default=200)
     create.add_argument("--overlap-tokens", type=_positive_int, default=40)
     create.add_argument("--query-prompt", help='prefix for queries, e.g. "query: "')
@@ -221,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print the JSON contract")
     search.add_argument("query")
     search.set_defaults(func=cmd_search)
+
+    reranker = sub.add_parser("reranker", help="fine-tune a cross-encoder on judged pairs")
+    reranker_sub = reranker.add_subparsers(dest="action", required=True)
+    train = reranker_sub.add_parser("train", help="BEIR corpus + queries + qrels -> model dir")
+    train.add_argument("--corpus", required=True)
+    train.add_argument("--queries", required=True)
+    train.add_argument("--qrels", required=True, help="use a train split, never the test split")
+    train.add_argument("--out", required=True)
+    train.add_argument("--base", default="sentence-transformers/all-MiniLM-L6-v2")
+    train.add_argument("--steps", type=_positive_int, default=240)
+    train.add_argument("--batch-size", type=_positive_int, default=16)
+    train.add_argument("--limit-queries", type=_positive_int)
+    train.add_argument("--negatives", type=_positive_int, default=3)
+    reranker.set_defaults(func=cmd_reranker)
     return parser
 
 

@@ -95,8 +95,10 @@ class HybridSearch:
         *,
         model: str | None = None,
         distance: Distance = "cosine",
-        analyzer: str = "english",
+        analyzer: str = "mixed",
         settings: CollectionSettings | None = None,
+        bm25_k1: float = 1.2,
+        bm25_b: float = 0.75,
     ) -> Collection:
         """Create a collection; its dimension is read from the embedding model."""
         collections_db.validate_name(name)
@@ -118,6 +120,8 @@ class HybridSearch:
                 distance=distance,
                 analyzer=analyzer,
                 settings=settings,
+                bm25_k1=bm25_k1,
+                bm25_b=bm25_b,
             )
 
     def get_collection(self, name: str) -> Collection:

@@ -53,6 +53,8 @@ class Collection:
     dimensions: int
     distance: Distance
     analyzer: str
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
     settings: CollectionSettings = field(default_factory=CollectionSettings)
 
 
@@ -75,6 +77,8 @@ def _from_row(row: dict[str, Any]) -> Collection:
         dimensions=row["dimensions"],
         distance=row["distance"],
         analyzer=row["analyzer"],
+        bm25_k1=row["bm25_k1"],
+        bm25_b=row["bm25_b"],
         settings=CollectionSettings.from_json(row["settings"]),
     )
 
@@ -96,8 +100,10 @@ def create_collection(
     embedding_model: str,
     dimensions: int,
     distance: Distance = "cosine",
-    analyzer: str = "english",
+    analyzer: str = "mixed",
     settings: CollectionSettings | None = None,
+    bm25_k1: float = 1.2,
+    bm25_b: float = 0.75,
 ) -> Collection:
     """Create a collection and its chunk partition; raises if the name is taken."""
     validate_name(name)
@@ -107,8 +113,17 @@ def create_collection(
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
-                "SELECT * FROM hybridsearch.create_collection(%s, %s, %s, %s, %s, %s)",
-                (name, embedding_model, dimensions, distance, analyzer, Jsonb(settings.to_json())),
+                "SELECT * FROM hybridsearch.create_collection(%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    name,
+                    embedding_model,
+                    dimensions,
+                    distance,
+                    analyzer,
+                    Jsonb(settings.to_json()),
+                    bm25_k1,
+                    bm25_b,
+                ),
             ).fetchone()
     except psycopg.errors.UniqueViolation:
         raise CollectionExistsError(

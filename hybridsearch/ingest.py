@@ -191,11 +191,15 @@ def _write(
                     row += 1
         cur.execute(
             """
-            INSERT INTO hybridsearch.chunks
-                (collection_id, document_id, ordinal, content, metadata, embedding, fts)
+            INSERT INTO hybridsearch.chunks (collection_id, document_id, ordinal, content,
+                                             metadata, embedding, fts, term_freqs, term_count)
             SELECT %s, s.document_id, s.ordinal, s.content, s.metadata, s.embedding,
-                   hybridsearch.document_tsvector(%s, s.content)
+                   a.fts, hybridsearch.term_freqs(a.fts), hybridsearch.term_count(a.fts)
             FROM hybridsearch_staging s
+            -- OFFSET 0 keeps the analyzer from being inlined, and so run, three times
+            CROSS JOIN LATERAL (
+                SELECT hybridsearch.document_tsvector(%s, s.content) AS fts OFFSET 0
+            ) AS a
             """,
             (collection.collection_id, collection.analyzer),
         )

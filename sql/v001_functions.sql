@@ -37,25 +37,232 @@ AS $$
     END;
 $$;
 
--- Full-text representation of a chunk under a collection's analyzer.
+-- ---------------------------------------------------------------------------------
+-- Analyzers
+--
+-- 'mixed' (the default) stems Latin-script words with the english configuration,
+-- splits runs of CJK characters into overlapping bigrams (the classic CJK analyzer:
+-- 向量数据库 → 向量 量数 数据 据库) and keeps code-like tokens such as XJ-4471-B whole.
+-- 'cjk' does the same with the 'simple' configuration. Any other name is used as a
+-- PostgreSQL text search configuration ('english', 'simple', ...). Everything runs in
+-- the database, so SQL-only users get the same analysis as the Python service.
+-- ---------------------------------------------------------------------------------
+
+-- Han, Hiragana, Katakana, Hangul: the scripts written without spaces between words.
+CREATE FUNCTION hybridsearch.cjk_pattern()
+RETURNS text
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT '[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+';
+$$;
+
+-- The text search configuration that handles the non-CJK part of the text.
+CREATE FUNCTION hybridsearch.analyzer_config(p_analyzer text)
+RETURNS regconfig
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT CASE p_analyzer
+        WHEN 'mixed' THEN 'pg_catalog.english'::regconfig
+        WHEN 'cjk' THEN 'pg_catalog.simple'::regconfig
+        ELSE p_analyzer::regconfig
+    END;
+$$;
+
+-- Quote a lexeme for tsvector/tsquery input (no normalisation is applied to it).
+CREATE FUNCTION hybridsearch.quote_lexeme(p_lexeme text)
+RETURNS text
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT '''' || replace(replace(p_lexeme, '\', '\\'), '''', '''''') || '''';
+$$;
+
+-- Overlapping bigrams of every CJK run (a lone character stays a unigram), with
+-- consecutive positions inside a run so phrase queries work on them.
+CREATE FUNCTION hybridsearch.cjk_bigrams(p_text text)
+RETURNS tsvector
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT coalesce(
+        string_agg(format('%s:%s', hybridsearch.quote_lexeme(grams.gram), least(grams.pos, 16383)),
+                   ' ')::tsvector,
+        ''::tsvector)
+    FROM (
+        SELECT substr(r.run, i, 2) AS gram,
+               -- a gap of one position between runs keeps phrases from spanning them
+               row_number() OVER (ORDER BY r.n, i) + r.n AS pos
+        FROM regexp_matches(p_text, hybridsearch.cjk_pattern(), 'g') WITH ORDINALITY
+                 AS m(match, n)
+        CROSS JOIN LATERAL (SELECT m.match[1] AS run, m.n) AS r
+        CROSS JOIN LATERAL generate_series(1, greatest(length(r.run) - 1, 1)) AS i
+    ) AS grams;
+$$;
+
+-- Code-like tokens (letters and digits joined by - _ . /, with a letter and a digit),
+-- lower-cased and kept whole, so part numbers such as XJ-4471-B match exactly.
+CREATE FUNCTION hybridsearch.code_tokens(p_text text)
+RETURNS tsvector
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT coalesce(
+        string_agg(format('%s:%s', hybridsearch.quote_lexeme(lower(m.match[1])),
+                          least(m.n, 16383)), ' ')::tsvector,
+        ''::tsvector)
+    FROM regexp_matches(p_text, '([A-Za-z0-9]+(?:[-_./][A-Za-z0-9]+)+)', 'g') WITH ORDINALITY
+             AS m(match, n)
+    WHERE m.match[1] ~ '[0-9]' AND m.match[1] ~ '[A-Za-z]';
+$$;
+
+-- Full-text representation of a text under an analyzer.
 CREATE FUNCTION hybridsearch.document_tsvector(p_analyzer text, p_content text)
 RETURNS tsvector
 LANGUAGE sql STABLE SECURITY INVOKER
 AS $$
-    SELECT pg_catalog.to_tsvector(p_analyzer::regconfig, p_content);
+    SELECT CASE WHEN p_analyzer IN ('mixed', 'cjk') THEN
+            pg_catalog.to_tsvector(
+                hybridsearch.analyzer_config(p_analyzer),
+                regexp_replace(p_content, hybridsearch.cjk_pattern(), ' ', 'g'))
+            || hybridsearch.cjk_bigrams(p_content)
+            || hybridsearch.code_tokens(p_content)
+        ELSE pg_catalog.to_tsvector(hybridsearch.analyzer_config(p_analyzer), p_content)
+    END;
 $$;
 
--- The keyword query for a user string: every analyzed term, OR-ed together, so long
--- natural-language questions still match documents that share only some terms.
--- Never raises: a string with no searchable terms yields an empty tsquery.
-CREATE FUNCTION hybridsearch.keyword_query(p_analyzer text, p_query text)
+-- Term frequencies of a tsvector as {lexeme: count}; BM25 looks tf up here.
+CREATE FUNCTION hybridsearch.term_freqs(p_fts tsvector)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT coalesce(
+        jsonb_object_agg(u.lexeme, coalesce(array_length(u.positions, 1), 1)), '{}'::jsonb)
+    FROM unnest(p_fts) AS u;
+$$;
+
+-- Number of tokens a tsvector holds (the BM25 document length).
+CREATE FUNCTION hybridsearch.term_count(p_fts tsvector)
+RETURNS integer
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT coalesce(sum(coalesce(array_length(u.positions, 1), 1)), 0)::integer
+    FROM unnest(p_fts) AS u;
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Keyword queries: web-search syntax, never an error
+--
+--   words        scored with BM25; a chunk needs any one of them (OR is the default,
+--                and the word OR is accepted and ignored)
+--   "a phrase"   the chunk must contain the phrase; its words are scored too
+--   -word        the chunk must not contain the word
+--   -"a phrase"  the chunk must not contain the phrase
+-- Any other character is treated as text; an unbalanced quote runs to the end.
+-- Only the first 256 tokens of a query are read.
+-- ---------------------------------------------------------------------------------
+
+CREATE TYPE hybridsearch.keyword_query AS (
+    terms     text[],   -- distinct lexemes to score
+    required  tsquery,  -- phrases that must match (NULL: none)
+    excluded  tsquery,  -- what must not match (NULL: nothing)
+    highlight tsquery   -- every positive lexeme OR-ed, for snippets
+);
+
+-- A tsquery for analyzed text: its lexemes in order joined by <-> (a phrase) or by |.
+CREATE FUNCTION hybridsearch.text_tsquery(p_analyzer text, p_text text, p_phrase boolean)
 RETURNS tsquery
 LANGUAGE sql STABLE SECURITY INVOKER
 AS $$
-    -- plainto_tsquery quotes every lexeme safely; its text form joins them with ' & '.
-    SELECT pg_catalog.replace(
-        pg_catalog.plainto_tsquery(p_analyzer::regconfig, coalesce(p_query, ''))::text,
-        ' & ', ' | ')::tsquery;
+    SELECT string_agg(
+               hybridsearch.quote_lexeme(u.lexeme),
+               CASE WHEN p_phrase THEN ' <-> ' ELSE ' | ' END
+               ORDER BY p.pos, u.lexeme)::tsquery
+    FROM unnest(hybridsearch.document_tsvector(p_analyzer, p_text)) AS u
+    CROSS JOIN LATERAL unnest(coalesce(u.positions, '{1}'::smallint[])) AS p(pos)
+    -- a word list needs each lexeme once; a phrase keeps repeats in order
+    WHERE p_phrase OR p.pos = coalesce(u.positions[1], 1);
+$$;
+
+CREATE FUNCTION hybridsearch.parse_keyword_query(p_analyzer text, p_query text)
+RETURNS hybridsearch.keyword_query
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_token   text;
+    v_body    text;
+    v_negated boolean;
+    v_phrase  boolean;
+    v_part    tsquery;
+    v_terms   text[] := '{}';
+    v_result  hybridsearch.keyword_query;
+BEGIN
+    FOR v_token IN
+        SELECT t.match[1]
+        FROM regexp_matches(coalesce(p_query, ''), '(-?"[^"]*"?|[^\s"]+)', 'g') AS t(match)
+        LIMIT 256
+    LOOP
+        v_negated := v_token LIKE '-_%';
+        v_body := CASE WHEN v_negated THEN substr(v_token, 2) ELSE v_token END;
+        v_phrase := v_body LIKE '"%';
+        v_body := btrim(v_body, '"');
+        CONTINUE WHEN v_body = 'OR' AND NOT v_phrase;
+        v_part := hybridsearch.text_tsquery(p_analyzer, v_body, v_phrase);
+        CONTINUE WHEN v_part IS NULL;
+        IF v_negated THEN
+            v_result.excluded := CASE WHEN v_result.excluded IS NULL THEN v_part
+                                      ELSE v_result.excluded || v_part END;
+            CONTINUE;
+        END IF;
+        IF v_phrase AND pg_catalog.numnode(v_part) > 1 THEN
+            v_result.required := CASE WHEN v_result.required IS NULL THEN v_part
+                                      ELSE v_result.required && v_part END;
+        END IF;
+        v_terms := v_terms || pg_catalog.tsvector_to_array(
+            hybridsearch.document_tsvector(p_analyzer, v_body));
+    END LOOP;
+    SELECT coalesce(array_agg(DISTINCT t.term ORDER BY t.term), '{}'),
+           string_agg(DISTINCT hybridsearch.quote_lexeme(t.term), ' | ')::tsquery
+    INTO v_result.terms, v_result.highlight
+    FROM unnest(v_terms) AS t(term);
+    RETURN v_result;
+END;
+$$;
+
+-- Wrap every CJK run of p_query (two characters or more) found in p_text in <mark>.
+CREATE FUNCTION hybridsearch.mark_cjk(p_text text, p_query text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_run text;
+BEGIN
+    -- longest runs first, so a run inside a longer one is not marked twice
+    FOR v_run IN
+        SELECT runs.run
+        FROM (SELECT DISTINCT m.match[1] AS run
+              FROM regexp_matches(coalesce(p_query, ''), hybridsearch.cjk_pattern(), 'g')
+                   AS m(match)) AS runs
+        WHERE length(runs.run) >= 2
+        ORDER BY length(runs.run) DESC, runs.run
+        LIMIT 32
+    LOOP
+        p_text := replace(p_text, v_run, '<mark>' || v_run || '</mark>');
+    END LOOP;
+    RETURN p_text;
+END;
+$$;
+
+-- A snippet of p_content around the matches of p_query, matches wrapped in <mark>.
+CREATE FUNCTION hybridsearch.highlight(p_analyzer text, p_content text, p_query text)
+RETURNS text
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN q.highlight IS NULL THEN left(p_content, 240)
+        ELSE hybridsearch.mark_cjk(
+            pg_catalog.ts_headline(
+                hybridsearch.analyzer_config(p_analyzer), p_content, q.highlight,
+                'StartSel=<mark>, StopSel=</mark>, MaxFragments=2, MaxWords=30, MinWords=10'),
+            CASE WHEN p_analyzer IN ('mixed', 'cjk') THEN p_query END)
+    END
+    FROM hybridsearch.parse_keyword_query(p_analyzer, p_query) AS q;
 $$;
 
 -- Create a collection and its chunk partition with an HNSW index and a dimension check.
@@ -64,8 +271,10 @@ CREATE FUNCTION hybridsearch.create_collection(
     p_embedding_model text,
     p_dimensions integer,
     p_distance text DEFAULT 'cosine',
-    p_analyzer text DEFAULT 'english',
-    p_settings jsonb DEFAULT '{}'
+    p_analyzer text DEFAULT 'mixed',
+    p_settings jsonb DEFAULT '{}',
+    p_bm25_k1 double precision DEFAULT 1.2,
+    p_bm25_b double precision DEFAULT 0.75
 )
 RETURNS hybridsearch.collections
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -76,17 +285,17 @@ DECLARE
     v_opclass    text;
 BEGIN
     BEGIN
-        PERFORM p_analyzer::regconfig;
+        PERFORM hybridsearch.analyzer_config(p_analyzer);
     EXCEPTION WHEN undefined_object OR invalid_name OR null_value_not_allowed THEN
         RAISE EXCEPTION USING
             ERRCODE = 'invalid_parameter_value',
             MESSAGE = format('unknown analyzer %L', p_analyzer),
-            HINT = 'Use a PostgreSQL text search configuration such as english or simple.';
+            HINT = 'Use mixed (default), cjk, or a text search configuration such as english.';
     END;
     INSERT INTO hybridsearch.collections
-        (name, embedding_model, dimensions, distance, analyzer, settings)
+        (name, embedding_model, dimensions, distance, analyzer, settings, bm25_k1, bm25_b)
     VALUES (p_name, p_embedding_model, p_dimensions, p_distance, p_analyzer,
-            coalesce(p_settings, '{}'))
+            coalesce(p_settings, '{}'), p_bm25_k1, p_bm25_b)
     RETURNING * INTO v_collection;
 
     v_partition := 'chunks_' || v_collection.collection_id;
@@ -211,8 +420,19 @@ BEGIN
 END;
 $$;
 
--- Keyword TopK: the p_top_k chunks best matching p_query (any of its terms), ranked
--- by ts_rank_cd with length normalisation, optionally filtered like search_vector.
+-- Keyword TopK: Okapi BM25 over the chunks matching p_query (web-search syntax, see
+-- parse_keyword_query), optionally filtered like search_vector.
+--
+--   score(c) = sum over query terms t in c of
+--              idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(c) / avglen))
+--   idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))       (never negative)
+--
+-- N, avglen and df come from collection_stats and term_stats, exact in this snapshot.
+-- Evaluation is exact and uses MaxScore dynamic pruning: terms are visited rarest
+-- first; each step scores only chunks holding the step's term and none of the earlier
+-- ones, and the loop stops as soon as the unvisited terms together (at most
+-- idf * (k1 + 1) each) cannot lift an unseen chunk above the current K-th score. The
+-- common terms of a query, whose postings are longest, are therefore rarely read.
 CREATE FUNCTION hybridsearch.search_keyword(
     p_collection text,
     p_query text,
@@ -224,29 +444,106 @@ LANGUAGE plpgsql STABLE SECURITY INVOKER
 AS $$
 DECLARE
     v_collection hybridsearch.collections := hybridsearch.get_collection(p_collection);
-    v_query      tsquery := hybridsearch.keyword_query(v_collection.analyzer, p_query);
+    v_query      hybridsearch.keyword_query;
+    v_k1         double precision := v_collection.bm25_k1;
+    v_b          double precision := v_collection.bm25_b;
+    v_chunks     double precision;
+    v_avglen     double precision;
+    v_terms      text[];
+    v_idf        double precision[];
+    v_bound      double precision[];
+    v_remaining  double precision;
+    v_seen       tsquery;
+    v_step       tsquery;
+    v_ids        bigint[] := '{}';
+    v_scores     double precision[] := '{}';
+    v_threshold  double precision := 0;
 BEGIN
     PERFORM hybridsearch.check_top_k(p_top_k);
     PERFORM hybridsearch.check_filter(p_filter);
-    IF pg_catalog.numnode(v_query) = 0 THEN
-        RETURN;  -- no searchable terms: an empty branch, not an error
+    v_query := hybridsearch.parse_keyword_query(v_collection.analyzer, p_query);
+    IF cardinality(v_query.terms) = 0 THEN
+        RETURN;  -- nothing searchable (stop words, punctuation): an empty branch
     END IF;
-    RETURN QUERY
-    SELECT matched.chunk_id,
-           (row_number() OVER (ORDER BY matched.score DESC, matched.chunk_id))::integer,
-           matched.score
+
+    SELECT sum(s.chunks), sum(s.terms)::double precision / nullif(sum(s.chunks), 0)
+    INTO v_chunks, v_avglen
+    FROM hybridsearch.collection_stats AS s
+    WHERE s.collection_id = v_collection.collection_id;
+    IF coalesce(v_chunks, 0) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Query terms present in the collection, rarest (highest bound) first.
+    SELECT array_agg(t.term ORDER BY t.idf DESC, t.term),
+           array_agg(t.idf ORDER BY t.idf DESC, t.term),
+           array_agg(t.idf * (v_k1 + 1) ORDER BY t.idf DESC, t.term)
+    INTO v_terms, v_idf, v_bound
     FROM (
-        SELECT c.chunk_id,
-               -- normalisation 1: divide by 1 + log(length) so long chunks don't dominate
-               pg_catalog.ts_rank_cd(c.fts, v_query, 1)::double precision AS score
-        FROM hybridsearch.chunks c
-        WHERE c.collection_id = v_collection.collection_id
-          AND c.fts @@ v_query
-          AND (p_filter IS NULL OR c.metadata @> p_filter)
-        ORDER BY score DESC, c.chunk_id
-        LIMIT p_top_k
-    ) AS matched
-    ORDER BY matched.score DESC, matched.chunk_id;
+        SELECT q.term, ln(1 + (v_chunks - d.df + 0.5) / (d.df + 0.5)) AS idf
+        FROM unnest(v_query.terms) AS q(term)
+        CROSS JOIN LATERAL (
+            SELECT sum(ts.df)::double precision AS df
+            FROM hybridsearch.term_stats AS ts
+            WHERE ts.collection_id = v_collection.collection_id AND ts.term = q.term
+        ) AS d
+        WHERE d.df > 0
+    ) AS t;
+    IF v_terms IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT sum(x) INTO v_remaining FROM unnest(v_bound) AS x;
+
+    FOR i IN 1 .. cardinality(v_terms) LOOP
+        -- Strict: a chunk tying the K-th score could still win on chunk_id.
+        EXIT WHEN cardinality(v_ids) = p_top_k AND v_remaining < v_threshold;
+        -- Chunks holding this term but none of the terms already visited.
+        v_step := hybridsearch.quote_lexeme(v_terms[i])::tsquery;
+        IF v_seen IS NULL THEN
+            v_seen := v_step;
+        ELSE
+            v_step := v_step && !! v_seen;
+            v_seen := v_seen || hybridsearch.quote_lexeme(v_terms[i])::tsquery;
+        END IF;
+        v_remaining := v_remaining - v_bound[i];
+
+        WITH step AS (
+            SELECT c.chunk_id,
+                   (SELECT sum(q.idf * (tf.v * (v_k1 + 1))
+                               / (tf.v + v_k1 * (1 - v_b + v_b * c.term_count / v_avglen)))
+                    FROM unnest(v_terms, v_idf) AS q(term, idf)
+                    CROSS JOIN LATERAL (SELECT (c.term_freqs ->> q.term)::double precision AS v)
+                         AS tf
+                    WHERE tf.v IS NOT NULL) AS score
+            FROM hybridsearch.chunks AS c
+            WHERE c.collection_id = v_collection.collection_id
+              AND c.fts @@ v_step
+              AND (v_query.required IS NULL OR c.fts @@ v_query.required)
+              AND (v_query.excluded IS NULL OR NOT c.fts @@ v_query.excluded)
+              AND (p_filter IS NULL OR c.metadata @> p_filter)
+            ORDER BY score DESC, c.chunk_id
+            LIMIT p_top_k
+        ),
+        merged AS (
+            SELECT m.id, m.score
+            FROM (SELECT * FROM unnest(v_ids, v_scores) AS b(id, score)
+                  UNION ALL
+                  SELECT step.chunk_id, step.score FROM step) AS m
+            ORDER BY m.score DESC, m.id
+            LIMIT p_top_k
+        )
+        SELECT coalesce(array_agg(merged.id ORDER BY merged.score DESC, merged.id), '{}'),
+               coalesce(array_agg(merged.score ORDER BY merged.score DESC, merged.id), '{}')
+        INTO v_ids, v_scores
+        FROM merged;
+        IF cardinality(v_ids) = p_top_k THEN
+            v_threshold := v_scores[p_top_k];
+        END IF;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT r.id, r.rnk::integer, r.score
+    FROM unnest(v_ids, v_scores) WITH ORDINALITY AS r(id, score, rnk);
 END;
 $$;
 

@@ -15,8 +15,12 @@ CREATE TABLE hybridsearch.collections (
     dimensions      integer NOT NULL CHECK (dimensions BETWEEN 1 AND 2000),
     distance        text NOT NULL DEFAULT 'cosine'
                     CHECK (distance IN ('cosine', 'l2', 'inner_product')),
-    -- Name of the text analyzer; v001 analyzers are PostgreSQL text search configs.
-    analyzer        text NOT NULL DEFAULT 'english',
+    -- Text analyzer: 'mixed' (default: English stemming plus CJK bigrams), 'cjk',
+    -- or any PostgreSQL text search configuration ('english', 'simple', ...).
+    analyzer        text NOT NULL DEFAULT 'mixed',
+    -- Okapi BM25 parameters for the keyword branch (see hybridsearch.search_keyword).
+    bm25_k1         double precision NOT NULL DEFAULT 1.2 CHECK (bm25_k1 >= 0 AND bm25_k1 <= 10),
+    bm25_b          double precision NOT NULL DEFAULT 0.75 CHECK (bm25_b >= 0 AND bm25_b <= 1),
     -- Free-form defaults (chunking, fusion, prompts) owned by the service layer.
     settings        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(settings) = 'object'),
     created_at      timestamptz NOT NULL DEFAULT now()
@@ -53,7 +57,11 @@ CREATE TABLE hybridsearch.chunks (
     metadata      jsonb NOT NULL DEFAULT '{}',
     -- Untyped here; each partition pins the dimension with a CHECK constraint.
     embedding     vector NOT NULL,
+    -- Full-text representation under the collection's analyzer (matching, phrases) ...
     fts           tsvector NOT NULL,
+    -- ... and its term frequencies and length, so BM25 reads tf with one jsonb lookup.
+    term_freqs    jsonb NOT NULL,
+    term_count    integer NOT NULL CHECK (term_count >= 0),
     PRIMARY KEY (collection_id, chunk_id),
     UNIQUE (collection_id, document_id, ordinal),
     FOREIGN KEY (collection_id, document_id)
@@ -65,3 +73,104 @@ ALTER SEQUENCE hybridsearch.chunk_id_seq OWNED BY hybridsearch.chunks.chunk_id;
 -- Indexes declared on the parent are created on every partition.
 CREATE INDEX chunks_fts_idx ON hybridsearch.chunks USING gin (fts);
 CREATE INDEX chunks_metadata_idx ON hybridsearch.chunks USING gin (metadata jsonb_path_ops);
+
+-- BM25 corpus statistics, kept exact and transactional by statement triggers on chunks.
+-- Each writer updates the shard numbered by its backend pid, so concurrent ingests
+-- touch different rows instead of serialising on one counter; readers sum the shards.
+CREATE TABLE hybridsearch.collection_stats (
+    collection_id integer NOT NULL
+                  REFERENCES hybridsearch.collections (collection_id) ON DELETE CASCADE,
+    shard         smallint NOT NULL,
+    chunks        bigint NOT NULL,
+    terms         bigint NOT NULL,
+    PRIMARY KEY (collection_id, shard)
+);
+
+CREATE TABLE hybridsearch.term_stats (
+    collection_id integer NOT NULL
+                  REFERENCES hybridsearch.collections (collection_id) ON DELETE CASCADE,
+    term          text NOT NULL,
+    shard         smallint NOT NULL,
+    -- number of chunks containing the term (document frequency, per shard)
+    df            bigint NOT NULL,
+    PRIMARY KEY (collection_id, term, shard)
+);
+
+CREATE FUNCTION hybridsearch.stats_shard()
+RETURNS smallint
+LANGUAGE sql VOLATILE SECURITY INVOKER
+AS $$
+    SELECT (pg_catalog.pg_backend_pid() % 16)::smallint;
+$$;
+
+CREATE FUNCTION hybridsearch.count_inserted_chunks()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER
+AS $$
+BEGIN
+    -- ORDER BY gives every writer the same lock order, so upserts cannot deadlock.
+    INSERT INTO hybridsearch.collection_stats AS s (collection_id, shard, chunks, terms)
+    SELECT n.collection_id, hybridsearch.stats_shard(), count(*), sum(n.term_count)
+    FROM new_chunks n
+    GROUP BY n.collection_id
+    ORDER BY n.collection_id
+    ON CONFLICT (collection_id, shard) DO UPDATE
+        SET chunks = s.chunks + EXCLUDED.chunks, terms = s.terms + EXCLUDED.terms;
+    INSERT INTO hybridsearch.term_stats AS t (collection_id, term, shard, df)
+    SELECT n.collection_id, lexeme, hybridsearch.stats_shard(), count(*)
+    FROM new_chunks n, unnest(pg_catalog.tsvector_to_array(n.fts)) AS lexeme
+    GROUP BY n.collection_id, lexeme
+    ORDER BY n.collection_id, lexeme
+    ON CONFLICT (collection_id, term, shard) DO UPDATE SET df = t.df + EXCLUDED.df;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION hybridsearch.count_deleted_chunks()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER
+AS $$
+BEGIN
+    INSERT INTO hybridsearch.collection_stats AS s (collection_id, shard, chunks, terms)
+    SELECT o.collection_id, hybridsearch.stats_shard(), -count(*), -sum(o.term_count)
+    FROM old_chunks o
+    GROUP BY o.collection_id
+    ORDER BY o.collection_id
+    ON CONFLICT (collection_id, shard) DO UPDATE
+        SET chunks = s.chunks + EXCLUDED.chunks, terms = s.terms + EXCLUDED.terms;
+    INSERT INTO hybridsearch.term_stats AS t (collection_id, term, shard, df)
+    SELECT o.collection_id, lexeme, hybridsearch.stats_shard(), -count(*)
+    FROM old_chunks o, unnest(pg_catalog.tsvector_to_array(o.fts)) AS lexeme
+    GROUP BY o.collection_id, lexeme
+    ORDER BY o.collection_id, lexeme
+    ON CONFLICT (collection_id, term, shard) DO UPDATE SET df = t.df + EXCLUDED.df;
+    RETURN NULL;
+END;
+$$;
+
+-- Chunks are only ever inserted or deleted (a changed document replaces its chunks).
+CREATE TRIGGER chunks_count_inserted
+    AFTER INSERT ON hybridsearch.chunks
+    REFERENCING NEW TABLE AS new_chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION hybridsearch.count_inserted_chunks();
+
+CREATE TRIGGER chunks_count_deleted
+    AFTER DELETE ON hybridsearch.chunks
+    REFERENCING OLD TABLE AS old_chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION hybridsearch.count_deleted_chunks();
+
+CREATE FUNCTION hybridsearch.reject_chunk_update()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER
+AS $$
+BEGIN
+    RAISE EXCEPTION USING
+        ERRCODE = 'feature_not_supported',
+        MESSAGE = 'chunks cannot be updated in place',
+        HINT = 'Delete and re-insert them (re-add the document) so BM25 statistics stay exact.';
+END;
+$$;
+
+CREATE TRIGGER chunks_reject_update
+    BEFORE UPDATE OF content, fts, term_freqs, term_count ON hybridsearch.chunks
+    FOR EACH ROW EXECUTE FUNCTION hybridsearch.reject_chunk_update();

@@ -84,3 +84,17 @@ def scifact_dir() -> Path:
     if not (SCIFACT / "corpus.jsonl").exists():
         pytest.exit(f"SciFact data not found at {SCIFACT}; the tests read ../shared/data", 3)
     return SCIFACT
+
+
+@pytest.fixture(scope="session")
+def trained_reranker(scifact_dir: Path) -> Path:
+    """A small cross-encoder fine-tuned from the packaged MiniLM on SciFact train pairs.
+
+    Cached in the system temp dir keyed by its training parameters; built in about two
+    minutes on 2 cores when absent.
+    """
+    import tempfile
+
+    from tests.model_fixtures import build_test_reranker
+
+    return build_test_reranker(Path(tempfile.gettempdir()) / "hybridsearch-test-reranker", scifact_dir)

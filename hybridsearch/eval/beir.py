@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
 
 from hybridsearch.errors import InvalidInputError
@@ -40,3 +41,53 @@ def load_qrels(path: Path) -> Qrels:
                 raise InvalidInputError(f"{path}:{number}: expected query-id, corpus-id, score")
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     return qrels
+
+
+def load_corpus(path: Path) -> dict[str, str]:
+    """``{doc_id: "title text"}`` from a BEIR corpus.jsonl (for pair building, not ingest)."""
+    corpus: dict[str, str] = {}
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                title = str(record.get("title") or "")
+                corpus[str(record["_id"])] = f"{title} {record.get('text') or ''}".strip()
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InvalidInputError(
+                    f"{path}:{number}: expected JSON with _id and text"
+                ) from None
+    return corpus
+
+
+def training_pairs(
+    corpus: dict[str, str],
+    queries: dict[str, str],
+    qrels: Qrels,
+    *,
+    limit_queries: int | None = None,
+    negatives_per_query: int = 3,
+    seed: int = 0,
+) -> list[tuple[str, str, float]]:
+    """Labelled (query, passage, 1.0/0.0) pairs for fine-tuning a cross-encoder.
+
+    Every judged relevant document is a positive; each query also gets
+    ``negatives_per_query`` random unjudged documents as negatives. Queries are taken in
+    qrels order, the first ``limit_queries`` of them, so later ones stay held out.
+    """
+    rng = random.Random(seed)
+    doc_ids = sorted(corpus)
+    judged = [q for q in qrels if q in queries and any(d in corpus for d in qrels[q])]
+    pairs: list[tuple[str, str, float]] = []
+    for qid in judged[:limit_queries]:
+        relevant = {d for d, rel in qrels[qid].items() if rel > 0 and d in corpus}
+        pairs.extend((queries[qid], corpus[d], 1.0) for d in sorted(relevant))
+        negatives: set[str] = set()
+        while len(negatives) < min(negatives_per_query, len(doc_ids) - len(relevant)):
+            candidate = rng.choice(doc_ids)
+            if candidate not in relevant:
+                negatives.add(candidate)
+        pairs.extend((queries[qid], corpus[d], 0.0) for d in sorted(negatives))
+    rng.shuffle(pairs)
+    return pairs

@@ -24,7 +24,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Functions first (they reference the tables' row types), then the tables.
+    # CASCADE takes the triggers and the functions that use the tables' row types.
+    op.execute(
+        "DROP TABLE hybridsearch.chunks, hybridsearch.documents, hybridsearch.term_stats,"
+        " hybridsearch.collection_stats, hybridsearch.collections CASCADE"
+    )
     op.execute(
         """
         DO $$
@@ -32,9 +36,9 @@ def downgrade() -> None:
         BEGIN
             FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
                      WHERE p.pronamespace = 'hybridsearch'::regnamespace LOOP
-                EXECUTE format('DROP FUNCTION %s', f);
+                EXECUTE format('DROP FUNCTION %s CASCADE', f);
             END LOOP;
         END $$
         """
     )
-    op.execute("DROP TABLE hybridsearch.chunks, hybridsearch.documents, hybridsearch.collections")
+    op.execute("DROP TYPE IF EXISTS hybridsearch.keyword_query CASCADE")

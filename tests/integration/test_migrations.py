@@ -91,7 +91,7 @@ def test_single_head_and_sql_files_installed(database_url: str) -> None:
 
     heads = ScriptDirectory.from_config(_config("")).get_heads()
     assert len(heads) == 1
-    source = migrate.sql_text("v001_functions.sql")
+    source = migrate.sql_text("v001_schema.sql") + migrate.sql_text("v001_functions.sql")
     with psycopg.connect(database_url) as conn:
         installed = conn.execute(
             "SELECT proname FROM pg_catalog.pg_proc"
