@@ -152,8 +152,8 @@ def cmd_search(args: argparse.Namespace) -> None:
             f"{hit.rank}. [{hit.document_id}] fused={s.fused:.4f}{rerank} "
             f"vector_rank={s.vector_rank} keyword_rank={s.keyword_rank}"
         )
-        snippet = " ".join(hit.text.split())
-        print(f"   {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
+        snippet = " ".join((hit.snippet or hit.text).split())
+        print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
     t = result.timings_ms
     print(
         f"reranked={str(result.reranked).lower()} embed={t['embed']:.1f}ms "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -131,6 +132,17 @@ class HybridSearch:
     def list_collections(self) -> list[CollectionStats]:
         with self._pool.connection() as conn:
             return collections_db.list_collections(conn)
+
+    def update_collection_settings(self, name: str, **changes: Any) -> Collection:
+        """Change a collection's defaults, e.g. ``fusion="weighted", vector_weight=0.7``.
+
+        Chunking and prompt changes apply to documents added afterwards (changed
+        documents are re-chunked on their next ingest).
+        """
+        current = self.get_collection(name).settings
+        updated = replace(current, **changes)
+        with self._pool.connection() as conn:
+            return collections_db.update_settings(conn, name, updated)
 
     def drop_collection(self, name: str) -> bool:
         with self._pool.connection() as conn:

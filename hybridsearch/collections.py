@@ -175,6 +175,20 @@ def list_collections(conn: psycopg.Connection) -> list[CollectionStats]:
     ]
 
 
+def update_settings(
+    conn: psycopg.Connection, name: str, settings: CollectionSettings
+) -> Collection:
+    """Replace a collection's stored defaults (chunking, prompts, fusion)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "UPDATE hybridsearch.collections SET settings = %s WHERE name = %s RETURNING *",
+            (Jsonb(settings.to_json()), name),
+        ).fetchone()
+    if row is None:
+        raise CollectionNotFoundError(f"collection {name!r} does not exist")
+    return _from_row(row)
+
+
 def drop_collection(conn: psycopg.Connection, name: str) -> bool:
     """Drop a collection with its documents and chunks; False when it did not exist."""
     with conn.transaction():

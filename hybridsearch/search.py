@@ -56,6 +56,7 @@ class Hit:
     text: str
     metadata: dict[str, Any]
     scores: Scores
+    snippet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,23 @@ def _reorder(candidates: list[Hit], scores: list[float], top_n: int) -> list[Hit
     ]
 
 
+def add_snippets(
+    conn: psycopg.Connection, collection: Collection, query: str, hits: list[Hit]
+) -> list[Hit]:
+    """Attach ``hybridsearch.highlight`` snippets (matches in ``<mark>``) to the hits."""
+    if not hits:
+        return hits
+    try:
+        rows = conn.execute(
+            "SELECT hybridsearch.highlight(%s, t.content, %s)"
+            " FROM unnest(%s::text[]) WITH ORDINALITY AS t(content, n) ORDER BY t.n",
+            (collection.analyzer, query, [h.text for h in hits]),
+        ).fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"highlighting results in {collection.name!r}") from exc
+    return [replace(hit, snippet=row[0]) for hit, row in zip(hits, rows, strict=True)]
+
+
 def run_search(
     conn: psycopg.Connection,
     collection: Collection,
@@ -322,6 +340,7 @@ def run_search(
             reranked = True
             top = _reorder(candidates, [float(s) for s in outcome.scores], options.top_n)
     timings["rerank"] = (time.perf_counter() - t) * 1000
+    top = add_snippets(conn, collection, options.query, top)
     timings["total"] = (time.perf_counter() - started) * 1000
     return SearchResult(
         query=options.query,

@@ -133,3 +133,34 @@ def test_chinese_document_is_chunked_on_chinese_punctuation(
     chunks = [c for _, c in _chunks(conn, collection_name, "zh")]
     assert len(chunks) > 1
     assert all(c.endswith(("。", "！")) for c in chunks)
+
+
+def test_results_carry_highlighted_snippets(hs: HybridSearch, collection_name: str) -> None:
+    hs.create_collection(collection_name)
+    hs.add_documents(
+        collection_name,
+        [
+            Document("en", "Sea otters use stones as tools to crack open shellfish."),
+            Document("zh", "向量数据库用于相似度搜索，重排模型提高精度。"),
+        ],
+    )
+    english = hs.search(collection_name, "otters tools", top_n=1, mode="keyword")
+    assert english.results[0].snippet is not None
+    assert "<mark>otters</mark>" in english.results[0].snippet
+    chinese = hs.search(collection_name, "向量数据库", top_n=1, mode="keyword")
+    assert chinese.results[0].document_id == "zh"
+    assert "<mark>向量数据库</mark>" in (chinese.results[0].snippet or "")
+
+
+def test_collection_defaults_drive_search(hs: HybridSearch, collection_name: str) -> None:
+    hs.create_collection(collection_name)
+    hs.add_documents(collection_name, [Document("a", "Alpha beta."), Document("b", "Gamma.")])
+    updated = hs.update_collection_settings(collection_name, fusion="weighted", rrf_k=10)
+    assert (updated.settings.fusion, updated.settings.rrf_k) == ("weighted", 10)
+    assert hs.get_collection(collection_name).settings.fusion == "weighted"
+    result = hs.search(collection_name, "alpha", top_k=2, top_n=2, rerank=False)
+    # weighted fusion: the chunk best in both branches normalises to 1 + 1
+    assert result.results[0].document_id == "a"
+    assert result.results[0].scores.fused == pytest.approx(2.0)
+    with pytest.raises(TypeError):
+        hs.update_collection_settings(collection_name, no_such_setting=1)
