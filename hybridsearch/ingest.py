@@ -19,6 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from hybridsearch.collections import Collection
+from hybridsearch.embedding_cache import embed_with_cache
 from hybridsearch.errors import DocumentError, EmbeddingError, from_database_error
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.text.chunking import chunk_text
@@ -44,6 +45,8 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     chunks: int = 0
+    #: chunks whose embedding had to be computed (the rest came from the cache)
+    embedded: int = 0
 
     @property
     def documents(self) -> int:
@@ -245,14 +248,17 @@ def ingest_documents(
             prepared.append(_Prepared(document, digest, [c.text for c in chunks]))
         if prepared:
             texts = [text for p in prepared for text in p.chunks]
-            embeddings = embedder.embed_documents(texts)
             try:
+                embeddings, computed = embed_with_cache(
+                    conn, embedder, texts, document_prompt=settings.document_prompt
+                )
                 added, updated = _write(conn, collection, prepared, embeddings)
             except psycopg.Error as exc:
                 raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
             report.added += added
             report.updated += updated
             report.chunks += len(texts)
+            report.embedded += computed
         if on_progress is not None:
             on_progress(len(batch))
     return report

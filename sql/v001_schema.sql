@@ -174,3 +174,14 @@ $$;
 CREATE TRIGGER chunks_reject_update
     BEFORE UPDATE OF content, fts, term_freqs, term_count ON hybridsearch.chunks
     FOR EACH ROW EXECUTE FUNCTION hybridsearch.reject_chunk_update();
+
+-- Embeddings by model and chunk text, so re-ingesting or re-evaluating the same corpus
+-- (into any collection) never embeds a chunk twice. model_key names the model and the
+-- document prompt; text_hash is the SHA-256 of the chunk text.
+CREATE TABLE hybridsearch.embedding_cache (
+    model_key  text NOT NULL,
+    text_hash  bytea NOT NULL,
+    embedding  vector NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (model_key, text_hash)
+);

@@ -27,7 +27,8 @@ def downgrade() -> None:
     # CASCADE takes the triggers and the functions that use the tables' row types.
     op.execute(
         "DROP TABLE hybridsearch.chunks, hybridsearch.documents, hybridsearch.term_stats,"
-        " hybridsearch.collection_stats, hybridsearch.collections CASCADE"
+        " hybridsearch.collection_stats, hybridsearch.collections,"
+        " hybridsearch.embedding_cache CASCADE"
     )
     op.execute(
         """

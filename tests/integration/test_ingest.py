@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from hybridsearch import Document, HybridSearch
-from hybridsearch.errors import DatabaseError, InvalidInputError
+from hybridsearch.errors import DatabaseError, EmbeddingError
 from hybridsearch.models.embedder import Embedder
 
 
@@ -72,31 +72,65 @@ def test_changed_document_replaces_its_chunks(
 
 
 class _CorruptLastVector(Embedder):
-    """Returns a vector of the wrong size for the last text: the database rejects it."""
+    """Returns a vector of the wrong size for the last text."""
 
     def embed_documents(self, texts: list[str]) -> npt.NDArray[np.float32]:  # type: ignore[override]
         good = super().embed_documents(texts)
-        rows = list(good)
-        rows[-1] = rows[-1][:-1]
-        return np.array(rows, dtype=object)
+        return good[:, :-1]
 
 
-def test_failed_batch_leaves_previous_version_intact(
+def test_bad_vectors_are_rejected_before_the_cache(
     hs: HybridSearch, collection_name: str, conn: psycopg.Connection
 ) -> None:
     from hybridsearch.ingest import ingest_documents
 
     collection = hs.create_collection(collection_name)
-    hs.add_documents(collection_name, [Document("keep", LONG)])
-    before = _chunks(conn, collection_name, "keep")
-    broken = _CorruptLastVector(collection.embedding_model)
-    with pytest.raises((DatabaseError, InvalidInputError)):
+    with pytest.raises(EmbeddingError, match="expected"):
         ingest_documents(
             conn,
             collection,
-            broken,
-            [Document("keep", "A replacement that must not land."), Document("new", "New doc.")],
+            _CorruptLastVector(collection.embedding_model),
+            [Document("x", "A text embedded wrongly, never seen before 8d1f.")],
         )
+    cached = conn.execute(
+        "SELECT count(*) FROM hybridsearch.embedding_cache e"
+        " WHERE e.text_hash = sha256(convert_to(%s, 'UTF8'))",
+        ("A text embedded wrongly, never seen before 8d1f.",),
+    ).fetchone()[0]
+    assert cached == 0
+
+
+def test_failed_batch_leaves_previous_version_intact(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    """A database failure half-way through a batch rolls the whole batch back."""
+    hs.create_collection(collection_name)
+    hs.add_documents(collection_name, [Document("keep", LONG)])
+    before = _chunks(conn, collection_name, "keep")
+    conn.execute(
+        """
+        CREATE FUNCTION pg_temp.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.content LIKE '%POISON%' THEN RAISE EXCEPTION 'injected failure'; END IF;
+            RETURN NEW;
+        END $$
+        """
+    )
+    conn.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON hybridsearch.chunks"
+        " FOR EACH ROW EXECUTE FUNCTION pg_temp.poison()"
+    )
+    try:
+        with pytest.raises(DatabaseError, match="injected failure"):
+            hs.add_documents(
+                collection_name,
+                [
+                    Document("keep", "A replacement that must not land."),
+                    Document("new", "POISON pill."),
+                ],
+            )
+    finally:
+        conn.execute("DROP TRIGGER poison ON hybridsearch.chunks")
     assert _chunks(conn, collection_name, "keep") == before
     assert _chunks(conn, collection_name, "new") == []
     count = conn.execute(
@@ -105,6 +139,38 @@ def test_failed_batch_leaves_previous_version_intact(
         (collection_name,),
     ).fetchone()[0]
     assert count == 1
+
+
+class _CountingEmbedder(Embedder):
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.texts = 0
+
+    def embed_documents(self, texts: list[str]) -> npt.NDArray[np.float32]:  # type: ignore[override]
+        self.texts += len(texts)
+        return super().embed_documents(texts)
+
+
+def test_embedding_cache_embeds_each_text_once(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    from hybridsearch.ingest import ingest_documents
+
+    unique = f"cache-{collection_name}"
+    docs = [Document("a", f"{unique} first text."), Document("b", f"{unique} second text.")]
+    first = hs.create_collection(collection_name)
+    counting = _CountingEmbedder(first.embedding_model)
+    report = ingest_documents(conn, first, counting, docs)
+    assert (report.chunks, report.embedded, counting.texts) == (2, 2, 2)
+    # Same corpus, another collection with the same model: nothing is embedded again.
+    other = hs.create_collection(collection_name + "_2")
+    try:
+        again = ingest_documents(conn, other, counting, [*docs, Document("c", f"{unique} new.")])
+        assert (again.chunks, again.embedded, counting.texts) == (3, 1, 3)
+        hits = hs.search(other.name, f"{unique} second", top_n=1, rerank=False).results
+        assert hits[0].document_id == "b"
+    finally:
+        hs.drop_collection(other.name)
 
 
 def test_delete_removes_document_and_chunks(

@@ -1,0 +1,66 @@
+"""Embeddings cached in PostgreSQL by model and chunk text.
+
+Ingest asks the cache first and embeds only the texts it has never seen with this
+model and document prompt, in any collection. The cache lives in the database, next
+to the chunks, so there is still no second store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from hybridsearch.errors import EmbeddingError
+from hybridsearch.models.embedder import Embedder
+
+
+def model_key(embedder: Embedder, document_prompt: str | None) -> str:
+    """What makes two embeddings of the same text interchangeable."""
+    return f"{embedder.model_id}\x1f{document_prompt or ''}"
+
+
+def text_hash(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def embed_with_cache(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    texts: Sequence[str],
+    *,
+    document_prompt: str | None,
+) -> tuple[npt.NDArray[np.float32], int]:
+    """Embeddings of ``texts`` in order, and how many had to be computed."""
+    key = model_key(embedder, document_prompt)
+    hashes = [text_hash(t) for t in texts]
+    rows = conn.execute(
+        "SELECT text_hash, embedding FROM hybridsearch.embedding_cache"
+        " WHERE model_key = %s AND text_hash = ANY(%s)",
+        (key, list(set(hashes))),
+    ).fetchall()
+    cached: dict[bytes, npt.NDArray[np.float32]] = {
+        bytes(h): np.asarray(v.to_numpy(), dtype=np.float32) for h, v in rows
+    }
+    missing = sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}.items())
+    if missing:
+        fresh = embedder.embed_documents([t for _, t in missing])
+        if fresh.shape != (len(missing), embedder.dimensions) or not np.all(np.isfinite(fresh)):
+            # Never cache a bad vector: it would be reused for every later ingest.
+            raise EmbeddingError(
+                f"embedder {embedder.model_id!r} returned vectors of shape {fresh.shape} for "
+                f"{len(missing)} texts, expected ({len(missing)}, {embedder.dimensions}) "
+                "finite values"
+            )
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO hybridsearch.embedding_cache (model_key, text_hash, embedding)"
+                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                [(key, h, fresh[i]) for i, (h, _) in enumerate(missing)],
+            )
+        for i, (h, _) in enumerate(missing):
+            cached[h] = fresh[i]
+    return np.stack([cached[h] for h in hashes]), len(missing)
