@@ -453,7 +453,6 @@ DECLARE
     v_idf        double precision[];
     v_bound      double precision[];
     v_remaining  double precision;
-    v_seen       tsquery;
     v_step       tsquery;
     v_ids        bigint[] := '{}';
     v_scores     double precision[] := '{}';
@@ -497,14 +496,9 @@ BEGIN
     FOR i IN 1 .. cardinality(v_terms) LOOP
         -- Strict: a chunk tying the K-th score could still win on chunk_id.
         EXIT WHEN cardinality(v_ids) = p_top_k AND v_remaining < v_threshold;
-        -- Chunks holding this term but none of the terms already visited.
+        -- Chunks holding this term (an exact GIN lookup) but none of the terms already
+        -- visited (checked on term_freqs, which scoring reads anyway).
         v_step := hybridsearch.quote_lexeme(v_terms[i])::tsquery;
-        IF v_seen IS NULL THEN
-            v_seen := v_step;
-        ELSE
-            v_step := v_step && !! v_seen;
-            v_seen := v_seen || hybridsearch.quote_lexeme(v_terms[i])::tsquery;
-        END IF;
         v_remaining := v_remaining - v_bound[i];
 
         WITH step AS (
@@ -518,6 +512,7 @@ BEGIN
             FROM hybridsearch.chunks AS c
             WHERE c.collection_id = v_collection.collection_id
               AND c.fts @@ v_step
+              AND NOT c.term_freqs ?| v_terms[1:i - 1]
               AND (v_query.required IS NULL OR c.fts @@ v_query.required)
               AND (v_query.excluded IS NULL OR NOT c.fts @@ v_query.excluded)
               AND (p_filter IS NULL OR c.metadata @> p_filter)
