@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from synthetic import Zipf, load_chunks, unit_vectors, vocabulary  # type: ignore[import-not-found]
 
 from hybridsearch.config import Settings
 from hybridsearch.db import migrate
 from hybridsearch.db.connection import database_url
-
-from synthetic import Zipf, load_chunks, unit_vectors, vocabulary  # type: ignore[import-not-found]
 
 # The baseline gets its OR query ready-made (parsing is not timed for it, while ours
 # includes it): every query term OR-ed, ranked by ts_rank_cd over all matching rows.
@@ -90,8 +89,11 @@ def main() -> None:
         timings: dict[str, list[float]] = {"bm25": [], "ts_rank_cd": []}
         base = {"name": name, "analyzer": "english", "cid": cid, "k": args.top_k}
         params = [
-            {**base, "query": q,
-             "tsquery": conn.execute(BASELINE_QUERY, {**base, "query": q}).fetchone()[0]}  # type: ignore[index]
+            {
+                **base,
+                "query": q,
+                "tsquery": conn.execute(BASELINE_QUERY, {**base, "query": q}).fetchone()[0],
+            }  # type: ignore[index]
             for q in queries
         ]
         for p in params[:20]:  # warm the caches for both

@@ -105,8 +105,12 @@ def load_chunks(
             copy.set_types(["int8", "int4", "text", "vector"])
             for i in range(n):
                 copy.write_row(
-                    (doc_ids[i // chunks_per_document], i % chunks_per_document, next(texts),
-                     next(vectors))
+                    (
+                        doc_ids[i // chunks_per_document],
+                        i % chunks_per_document,
+                        next(texts),
+                        next(vectors),
+                    )
                 )
         conn.execute(
             """
@@ -124,8 +128,9 @@ def load_chunks(
         )
         conn.commit()
         done += n
-        print(f"  loaded {done:,}/{total:,} chunks ({time.perf_counter() - started:.0f}s)",
-              flush=True)
+        print(
+            f"  loaded {done:,}/{total:,} chunks ({time.perf_counter() - started:.0f}s)", flush=True
+        )
     conn.execute("DROP TABLE bench_staging")
     conn.execute("ANALYZE hybridsearch.chunks")
     conn.commit()
