@@ -157,8 +157,12 @@ class HybridSearch:
         *,
         batch_size: int = 64,
         on_progress: Callable[[int], None] | None = None,
+        tenant: str = "",
     ) -> IngestReport:
-        """Add or replace documents; one transaction per batch, unchanged ones skipped."""
+        """Add or replace documents; one transaction per batch, unchanged ones skipped.
+
+        ``tenant`` owns the documents when one collection serves many tenants.
+        """
         target = self.get_collection(collection)
         with self._pool.connection() as conn:
             return ingest_documents(
@@ -169,12 +173,13 @@ class HybridSearch:
                 batch_size=batch_size,
                 max_document_chars=self.settings.max_document_chars,
                 on_progress=on_progress,
+                tenant=tenant,
             )
 
-    def delete_documents(self, collection: str, ids: Sequence[str]) -> int:
+    def delete_documents(self, collection: str, ids: Sequence[str], *, tenant: str = "") -> int:
         target = self.get_collection(collection)
         with self._pool.connection() as conn:
-            return delete_documents(conn, target, ids)
+            return delete_documents(conn, target, ids, tenant)
 
     # -- search --------------------------------------------------------------------------
 
@@ -193,10 +198,12 @@ class HybridSearch:
         vector_weight: float | None = None,
         keyword_weight: float | None = None,
         query_embedding: np.ndarray | None = None,
+        tenant: str | None = None,
     ) -> SearchResult:
         """TopN for ``query`` with every stage's ranks, scores and timings.
 
         ``query_embedding`` skips embedding the query (it must match the collection).
+        ``tenant`` restricts the search to one tenant's documents.
         """
         target = self.get_collection(collection)
         options = validate_options(
@@ -211,6 +218,7 @@ class HybridSearch:
             vector_weight=vector_weight,
             keyword_weight=keyword_weight,
             max_query_chars=self.settings.max_query_chars,
+            tenant=tenant,
         )
         with self._pool.connection() as conn:
             return run_search(

@@ -22,6 +22,7 @@ from hybridsearch.collections import Collection
 from hybridsearch.embedding_cache import embed_with_cache
 from hybridsearch.errors import DocumentError, EmbeddingError, from_database_error
 from hybridsearch.models.embedder import Embedder
+from hybridsearch.tenancy import set_tenant
 from hybridsearch.text.chunking import chunk_text
 
 # Bumped whenever chunking changes in a way that should re-chunk stored documents.
@@ -124,13 +125,15 @@ def _batches(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
 
 
 def _stored_hashes(
-    conn: psycopg.Connection, collection: Collection, ids: list[str]
+    conn: psycopg.Connection, collection: Collection, ids: list[str], tenant: str
 ) -> dict[str, str]:
-    rows = conn.execute(
-        "SELECT external_id, content_hash FROM hybridsearch.documents"
-        " WHERE collection_id = %s AND external_id = ANY(%s)",
-        (collection.collection_id, ids),
-    ).fetchall()
+    with conn.transaction():
+        set_tenant(conn, tenant)
+        rows = conn.execute(
+            "SELECT external_id, content_hash FROM hybridsearch.documents"
+            " WHERE collection_id = %s AND tenant_id = %s AND external_id = ANY(%s)",
+            (collection.collection_id, tenant, ids),
+        ).fetchall()
     return {external_id: digest for external_id, digest in rows}
 
 
@@ -139,17 +142,19 @@ def _write(
     collection: Collection,
     prepared: Sequence[_Prepared],
     embeddings: np.ndarray,
+    tenant: str,
 ) -> tuple[int, int]:
     """Upsert documents and replace their chunks in one transaction; (added, updated)."""
     with conn.transaction(), conn.cursor() as cur:
+        set_tenant(conn, tenant)
         rows = cur.execute(
             """
             INSERT INTO hybridsearch.documents
-                (collection_id, external_id, metadata, content_hash, chunk_count)
-            SELECT %s, d.external_id, d.metadata, d.content_hash, d.chunk_count
+                (collection_id, tenant_id, external_id, metadata, content_hash, chunk_count)
+            SELECT %s, %s, d.external_id, d.metadata, d.content_hash, d.chunk_count
             FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::integer[])
                  AS d(external_id, metadata, content_hash, chunk_count)
-            ON CONFLICT (collection_id, external_id) DO UPDATE
+            ON CONFLICT (collection_id, tenant_id, external_id) DO UPDATE
                 SET metadata = EXCLUDED.metadata,
                     content_hash = EXCLUDED.content_hash,
                     chunk_count = EXCLUDED.chunk_count,
@@ -158,6 +163,7 @@ def _write(
             """,
             (
                 collection.collection_id,
+                tenant,
                 [p.document.id for p in prepared],
                 [Jsonb(dict(p.document.metadata)) for p in prepared],
                 [p.content_hash for p in prepared],
@@ -194,9 +200,10 @@ def _write(
                     row += 1
         cur.execute(
             """
-            INSERT INTO hybridsearch.chunks (collection_id, document_id, ordinal, content,
-                                             metadata, embedding, fts, term_freqs, term_count)
-            SELECT %s, s.document_id, s.ordinal, s.content, s.metadata, s.embedding,
+            INSERT INTO hybridsearch.chunks (collection_id, document_id, tenant_id, ordinal,
+                                             content, metadata, embedding, fts, term_freqs,
+                                             term_count)
+            SELECT %s, s.document_id, %s, s.ordinal, s.content, s.metadata, s.embedding,
                    a.fts, hybridsearch.term_freqs(a.fts), hybridsearch.term_count(a.fts)
             FROM hybridsearch_staging s
             -- OFFSET 0 keeps the analyzer from being inlined, and so run, three times
@@ -204,7 +211,7 @@ def _write(
                 SELECT hybridsearch.document_tsvector(%s, s.content) AS fts OFFSET 0
             ) AS a
             """,
-            (collection.collection_id, collection.analyzer),
+            (collection.collection_id, tenant, collection.analyzer),
         )
     return len(rows) - len(replaced), len(replaced)
 
@@ -218,8 +225,12 @@ def ingest_documents(
     batch_size: int = 64,
     max_document_chars: int = 2_000_000,
     on_progress: Callable[[int], None] | None = None,
+    tenant: str = "",
 ) -> IngestReport:
-    """Add or replace documents; unchanged documents are skipped without embedding."""
+    """Add or replace documents; unchanged documents are skipped without embedding.
+
+    ``tenant`` owns the documents in a multi-tenant collection (see hybridsearch.tenancy).
+    """
     if embedder.dimensions != collection.dimensions:
         raise EmbeddingError(
             f"embedder {embedder.model_id!r} produces {embedder.dimensions} dimensions; "
@@ -231,7 +242,7 @@ def ingest_documents(
         # The last occurrence of an id in a batch wins, as it would across batches.
         latest = {validate_document(d, max_document_chars).id: d for d in batch}
         try:
-            stored = _stored_hashes(conn, collection, list(latest))
+            stored = _stored_hashes(conn, collection, list(latest), tenant)
         except psycopg.Error as exc:
             raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
         prepared = []
@@ -252,7 +263,7 @@ def ingest_documents(
                 embeddings, computed = embed_with_cache(
                     conn, embedder, texts, document_prompt=settings.document_prompt
                 )
-                added, updated = _write(conn, collection, prepared, embeddings)
+                added, updated = _write(conn, collection, prepared, embeddings, tenant)
             except psycopg.Error as exc:
                 raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
             report.added += added
@@ -264,14 +275,17 @@ def ingest_documents(
     return report
 
 
-def delete_documents(conn: psycopg.Connection, collection: Collection, ids: Sequence[str]) -> int:
-    """Delete documents (and their chunks) by external id; returns how many existed."""
+def delete_documents(
+    conn: psycopg.Connection, collection: Collection, ids: Sequence[str], tenant: str = ""
+) -> int:
+    """Delete a tenant's documents (and their chunks) by external id; how many existed."""
     try:
         with conn.transaction():
+            set_tenant(conn, tenant)
             cur = conn.execute(
                 "DELETE FROM hybridsearch.documents"
-                " WHERE collection_id = %s AND external_id = ANY(%s)",
-                (collection.collection_id, list(ids)),
+                " WHERE collection_id = %s AND tenant_id = %s AND external_id = ANY(%s)",
+                (collection.collection_id, tenant, list(ids)),
             )
     except psycopg.Error as exc:
         raise from_database_error(exc, f"delete from {collection.name!r}") from exc

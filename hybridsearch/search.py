@@ -28,6 +28,7 @@ from hybridsearch.errors import (
 )
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker, rerank_safely
+from hybridsearch.tenancy import set_tenant
 
 Mode = Literal["hybrid", "vector", "keyword"]
 MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
@@ -110,6 +111,7 @@ class SearchOptions:
     rrf_k: int
     vector_weight: float
     keyword_weight: float
+    tenant: str | None = None
 
 
 def validate_query(query: object, max_chars: int) -> str:
@@ -175,6 +177,7 @@ def validate_options(
     vector_weight: float | None,
     keyword_weight: float | None,
     max_query_chars: int,
+    tenant: str | None = None,
 ) -> SearchOptions:
     """Check every search argument before touching the model or the database."""
     text = validate_query(query, max_query_chars)
@@ -201,6 +204,7 @@ def validate_options(
         rrf_k=defaults.rrf_k if rrf_k is None else rrf_k,
         vector_weight=defaults.vector_weight if vector_weight is None else vector_weight,
         keyword_weight=defaults.keyword_weight if keyword_weight is None else keyword_weight,
+        tenant=tenant,
     )
 
 
@@ -248,6 +252,7 @@ def fetch_candidates(
             cur.execute(
                 "SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout_ms),)
             )
+            set_tenant(conn, options.tenant)
             rows = cur.execute(
                 "SELECT * FROM hybridsearch.search_hybrid("
                 "%s, %s, %s, p_top_k => %s, p_filter => %s, p_fusion => %s,"

@@ -366,7 +366,8 @@ END;
 $$;
 
 -- Vector TopK: the p_top_k chunks nearest to p_embedding, optionally restricted to
--- chunks whose metadata contains p_filter. Uses the collection's HNSW index with
+-- chunks whose metadata contains p_filter, and always to the transaction's tenant
+-- when one is set (hybridsearch.current_tenant()). Uses the collection's HNSW index with
 -- ef_search >= p_top_k and a strict-order iterative scan so filters still yield K rows.
 CREATE FUNCTION hybridsearch.search_vector(
     p_collection text,
@@ -383,6 +384,7 @@ AS $$
 DECLARE
     v_collection hybridsearch.collections := hybridsearch.get_collection(p_collection);
     v_filtered   boolean := p_filter IS NOT NULL AND p_filter <> '{}'::jsonb;
+    v_tenant     text := hybridsearch.current_tenant();
 BEGIN
     PERFORM hybridsearch.check_top_k(p_top_k);
     PERFORM hybridsearch.check_filter(p_filter);
@@ -406,7 +408,7 @@ BEGIN
         FROM (
             SELECT c.chunk_id, c.embedding::vector(%1$s) %2$s $1::vector(%1$s) AS distance
             FROM hybridsearch.chunks c
-            WHERE c.collection_id = %3$s %4$s
+            WHERE c.collection_id = %3$s %4$s %5$s
             ORDER BY c.embedding::vector(%1$s) %2$s $1::vector(%1$s)
             LIMIT $3
         ) AS nearest
@@ -415,8 +417,10 @@ BEGIN
         v_collection.dimensions,
         hybridsearch.distance_operator(v_collection.distance),
         v_collection.collection_id,
-        CASE WHEN v_filtered THEN 'AND c.metadata @> $2' ELSE '' END)
-    USING p_embedding, p_filter, p_top_k;
+        CASE WHEN v_filtered THEN 'AND c.metadata @> $2' ELSE '' END,
+        -- explicit as well as by row-level security, for roles that bypass the policies
+        CASE WHEN v_tenant IS NOT NULL THEN 'AND c.tenant_id = $4' ELSE '' END)
+    USING p_embedding, p_filter, p_top_k, v_tenant;
 END;
 $$;
 
@@ -457,6 +461,7 @@ DECLARE
     v_ids        bigint[] := '{}';
     v_scores     double precision[] := '{}';
     v_threshold  double precision := 0;
+    v_tenant     text := hybridsearch.current_tenant();
 BEGIN
     PERFORM hybridsearch.check_top_k(p_top_k);
     PERFORM hybridsearch.check_filter(p_filter);
@@ -516,6 +521,7 @@ BEGIN
               AND (v_query.required IS NULL OR c.fts @@ v_query.required)
               AND (v_query.excluded IS NULL OR NOT c.fts @@ v_query.excluded)
               AND (p_filter IS NULL OR c.metadata @> p_filter)
+              AND (v_tenant IS NULL OR c.tenant_id = v_tenant)
             ORDER BY score DESC, c.chunk_id
             LIMIT p_top_k
         ),

@@ -33,6 +33,9 @@ CREATE TABLE hybridsearch.documents (
     collection_id integer NOT NULL
                   REFERENCES hybridsearch.collections (collection_id) ON DELETE CASCADE,
     document_id   bigint GENERATED ALWAYS AS IDENTITY,
+    -- Owner of the document in a multi-tenant collection ('' when unused); row-level
+    -- security below shows a non-owner role only its transaction's tenant.
+    tenant_id     text NOT NULL DEFAULT '',
     -- The caller's id for the document (a file path, a row's primary key, ...).
     external_id   text NOT NULL CHECK (external_id <> ''),
     metadata      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
@@ -42,7 +45,7 @@ CREATE TABLE hybridsearch.documents (
     chunk_count   integer NOT NULL CHECK (chunk_count >= 0),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (collection_id, document_id),
-    UNIQUE (collection_id, external_id)
+    UNIQUE (collection_id, tenant_id, external_id)
 );
 
 CREATE SEQUENCE hybridsearch.chunk_id_seq AS bigint;
@@ -51,6 +54,7 @@ CREATE TABLE hybridsearch.chunks (
     collection_id integer NOT NULL,
     chunk_id      bigint NOT NULL DEFAULT nextval('hybridsearch.chunk_id_seq'),
     document_id   bigint NOT NULL,
+    tenant_id     text NOT NULL DEFAULT '',  -- the document's, copied for row-level security
     ordinal       integer NOT NULL CHECK (ordinal >= 0),
     content       text NOT NULL,
     -- The document's metadata, copied so filters run inside each retrieval branch.
@@ -185,3 +189,26 @@ CREATE TABLE hybridsearch.embedding_cache (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (model_key, text_hash)
 );
+
+-- Multi-tenancy: a role that neither owns these tables nor has BYPASSRLS sees only the
+-- rows of the tenant named by the transaction-local setting hybridsearch.tenant_id
+-- (set_config('hybridsearch.tenant_id', 'acme', true)), and nothing when it is unset,
+-- so a tenant cannot leak across pooled connections. Owners (and the embedded
+-- superuser) are not subject to these policies; see sql/roles.sql for the app role.
+CREATE FUNCTION hybridsearch.current_tenant()
+RETURNS text
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT nullif(pg_catalog.current_setting('hybridsearch.tenant_id', true), '');
+$$;
+
+ALTER TABLE hybridsearch.documents ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hybridsearch.chunks ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY tenant_isolation ON hybridsearch.documents
+    USING (tenant_id = hybridsearch.current_tenant())
+    WITH CHECK (tenant_id = hybridsearch.current_tenant());
+
+CREATE POLICY tenant_isolation ON hybridsearch.chunks
+    USING (tenant_id = hybridsearch.current_tenant())
+    WITH CHECK (tenant_id = hybridsearch.current_tenant());

@@ -1,0 +1,79 @@
+-- Least-privilege roles for hybridsearch. Run once per database, as a superuser or a
+-- role with CREATEROLE that owns the schema, after `hybridsearch db upgrade`:
+--
+--     psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f sql/roles.sql
+--
+-- It is idempotent. The roles are NOLOGIN groups: grant them to your login roles,
+-- e.g. `CREATE ROLE web LOGIN PASSWORD '...' IN ROLE hybridsearch_app;`.
+--
+--   hybridsearch_owner     owns every object in schema hybridsearch
+--   hybridsearch_migrator  runs migrations and creates collections (member of owner)
+--   hybridsearch_app       ingests and searches; subject to row-level security, so it
+--                          sees only the tenant its transaction names
+--   hybridsearch_readonly  searches and reads; also subject to row-level security
+
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOREACH v_role IN ARRAY ARRAY['hybridsearch_owner', 'hybridsearch_migrator',
+                                  'hybridsearch_app', 'hybridsearch_readonly'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN NOBYPASSRLS', v_role);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+GRANT hybridsearch_owner TO hybridsearch_migrator;
+
+-- Hand every existing object of the schema to the owner role.
+DO $$
+DECLARE
+    v_object record;
+BEGIN
+    EXECUTE 'ALTER SCHEMA hybridsearch OWNER TO hybridsearch_owner';
+    FOR v_object IN
+        SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = 'hybridsearch'::regnamespace
+          AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
+          -- sequences owned by a column (identity, OWNED BY) follow their table
+          AND NOT (c.relkind = 'S' AND EXISTS (
+                  SELECT FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                    AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                    AND d.deptype IN ('a', 'i')))
+    LOOP
+        EXECUTE format('ALTER %s hybridsearch.%I OWNER TO hybridsearch_owner',
+                       CASE v_object.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                            WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
+                       v_object.relname);
+    END LOOP;
+    FOR v_object IN
+        SELECT p.oid::regprocedure AS signature FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'hybridsearch'::regnamespace
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO hybridsearch_owner', v_object.signature);
+    END LOOP;
+    EXECUTE 'ALTER TYPE hybridsearch.keyword_query OWNER TO hybridsearch_owner';
+END;
+$$;
+
+GRANT USAGE ON SCHEMA hybridsearch TO hybridsearch_app, hybridsearch_readonly;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA hybridsearch TO hybridsearch_app, hybridsearch_readonly;
+
+-- The app ingests (documents and chunks, through row-level security) and keeps the
+-- BM25 statistics and the embedding cache up to date (the triggers run as the caller).
+GRANT SELECT ON hybridsearch.collections TO hybridsearch_app, hybridsearch_readonly;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hybridsearch.documents TO hybridsearch_app;
+GRANT SELECT, INSERT, DELETE ON hybridsearch.chunks TO hybridsearch_app;
+GRANT SELECT, INSERT, UPDATE ON hybridsearch.collection_stats, hybridsearch.term_stats
+    TO hybridsearch_app;
+GRANT SELECT, INSERT ON hybridsearch.embedding_cache TO hybridsearch_app;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA hybridsearch TO hybridsearch_app;
+
+GRANT SELECT ON hybridsearch.documents, hybridsearch.chunks, hybridsearch.collection_stats,
+    hybridsearch.term_stats TO hybridsearch_readonly;
+
+-- Both may read which schema revision is installed (readiness checks, client start-up).
+GRANT SELECT ON hybridsearch.alembic_version TO hybridsearch_app, hybridsearch_readonly;
