@@ -97,4 +97,5 @@ def trained_reranker(scifact_dir: Path) -> Path:
 
     from tests.model_fixtures import build_test_reranker
 
-    return build_test_reranker(Path(tempfile.gettempdir()) / "hybridsearch-test-reranker", scifact_dir)
+    cache = Path(tempfile.gettempdir()) / "hybridsearch-test-reranker"
+    return build_test_reranker(cache, scifact_dir)

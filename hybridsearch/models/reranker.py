@@ -1,0 +1,196 @@
+"""Cross-encoder reranking of (query, passage) pairs.
+
+Loaded ``CrossEncoder`` objects are shared per (resolved path, device) across the process.
+:func:`rerank_safely` is the entry point for the search layer: it never raises a model
+error, so a broken or missing reranker degrades search to fused order with a note instead of
+failing the request.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridsearch.errors import InvalidInputError, ModelError
+from hybridsearch.models.resolve import (
+    configure_torch_threads,
+    load_failure_message,
+    looks_like_path,
+    resolve_model_path,
+)
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+ENV_VAR = "HYBRIDSEARCH_RERANKER_MODEL"
+
+_cache_lock = threading.Lock()
+_cache: dict[tuple[str, str], CrossEncoder] = {}
+
+
+def _load_shared(resolved: str, device: str) -> CrossEncoder:
+    """Return the process-wide cross-encoder for (resolved, device), loading it on first use."""
+    key = (resolved, device)
+    with _cache_lock:
+        model = _cache.get(key)
+        if model is None:
+            if looks_like_path(resolved) and not Path(resolved).expanduser().exists():
+                raise FileNotFoundError(resolved)
+            from sentence_transformers import CrossEncoder
+
+            local = Path(resolved).expanduser().is_dir()
+            model = CrossEncoder(resolved, device=device, local_files_only=local)
+            model.eval()
+            _cache[key] = model
+        return model
+
+
+def clear_model_cache() -> None:
+    """Forget every cached cross-encoder (they are freed once no Reranker holds them)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+class Reranker:
+    """Scores passages against a query with a sentence-transformers ``CrossEncoder``.
+
+    The model loads on first use. A failed load is remembered: later calls raise the same
+    :class:`ModelError` at once instead of retrying a slow, doomed load on every search.
+    Build a new ``Reranker`` to try again.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_length: int | None = 512,
+        torch_threads: int | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidInputError(f"reranker model must be a non-empty string, got {model!r}")
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
+        if max_length is not None and max_length < 1:
+            raise InvalidInputError(f"max_length must be positive, got {max_length}")
+        self._model_id = model
+        self._device = device
+        self._batch_size = batch_size
+        self._max_length = max_length
+        self._torch_threads = torch_threads
+        self._model: CrossEncoder | None = None
+        self._load_error: ModelError | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Reranker({self._model_id!r}, device={self._device!r})"
+
+    @property
+    def model_id(self) -> str:
+        """The model name or path this reranker was created with."""
+        return self._model_id
+
+    @property
+    def load_error(self) -> ModelError | None:
+        """The error from a failed load, kept so the load is not retried; ``None`` otherwise."""
+        return self._load_error
+
+    def load(self) -> CrossEncoder:
+        """Load (or fetch from the process cache) the model; failures raise :class:`ModelError`."""
+        if self._model is not None:
+            return self._model
+        with self._lock:
+            if self._load_error is not None:
+                raise self._load_error
+            if self._model is None:
+                if self._torch_threads is not None:
+                    configure_torch_threads(self._torch_threads)
+                resolved = resolve_model_path(self._model_id)
+                try:
+                    self._model = _load_shared(resolved, self._device)
+                except Exception as exc:
+                    message = load_failure_message(
+                        "reranker model", self._model_id, resolved, exc, ENV_VAR
+                    )
+                    self._load_error = ModelError(message)
+                    raise self._load_error from exc
+            return self._model
+
+    def score(self, query: str, passages: Sequence[str]) -> npt.NDArray[np.float32]:
+        """One relevance score per passage (higher is more relevant), as float32 of shape (n,)."""
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
+        if isinstance(passages, str):
+            raise InvalidInputError("passages must be a sequence of strings, not one string")
+        items = list(passages)
+        for i, passage in enumerate(items):
+            if not isinstance(passage, str):
+                raise InvalidInputError(f"passage {i} is {type(passage).__name__}, expected str")
+        model = self.load()
+        if not items:
+            return np.empty(0, dtype=np.float32)
+        pairs = [(query, passage) for passage in items]
+        max_length = self._effective_max_length(model)
+        try:
+            raw = model.predict(
+                pairs,
+                batch_size=self._batch_size,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                processing_kwargs={"text": {"max_length": max_length}} if max_length else None,
+            )
+            scores = np.asarray(raw, dtype=np.float32).reshape(-1)
+        except Exception as exc:
+            raise ModelError(f"reranker {self._model_id!r} failed: {exc}") from exc
+        if scores.shape != (len(items),):
+            raise ModelError(
+                f"reranker {self._model_id!r} returned {scores.size} scores for "
+                f"{len(items)} passages; it must have a single output label"
+            )
+        if not np.isfinite(scores).all():
+            raise ModelError(f"reranker {self._model_id!r} returned NaN or infinite scores")
+        return scores
+
+    def _effective_max_length(self, model: CrossEncoder) -> int | None:
+        """``max_length``, capped at the model's own limit so positions never overflow."""
+        own = getattr(model, "max_seq_length", None)
+        if self._max_length is None:
+            return None
+        return min(self._max_length, own) if isinstance(own, int) and own > 0 else self._max_length
+
+
+@dataclass(frozen=True)
+class RerankOutcome:
+    """Reranker scores, or ``scores=None`` and a note saying why results stay in fused order."""
+
+    scores: npt.NDArray[np.float32] | None
+    note: str | None
+
+
+def rerank_safely(reranker: Reranker | None, query: str, passages: Sequence[str]) -> RerankOutcome:
+    """Score ``passages`` if possible; never raises for a missing, broken or failing model.
+
+    Invalid arguments (not strings) still raise :class:`InvalidInputError`: those are caller
+    bugs, not reranker trouble.
+    """
+    if reranker is None:
+        return RerankOutcome(
+            None,
+            "no reranker configured; results are in fused order "
+            f"(set {ENV_VAR} or pass reranker=...)",
+        )
+    try:
+        return RerankOutcome(reranker.score(query, passages), None)
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        return RerankOutcome(
+            None, f"reranker {reranker.model_id!r} failed: {exc}; results are in fused order"
+        )

