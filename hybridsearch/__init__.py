@@ -1,5 +1,6 @@
 """hybridsearch: hybrid vector + keyword search with reranking inside PostgreSQL."""
 
+from hybridsearch.aio import AsyncHybridSearch
 from hybridsearch.client import HybridSearch
 from hybridsearch.collections import Collection, CollectionSettings, CollectionStats
 from hybridsearch.config import Settings
@@ -27,6 +28,7 @@ from hybridsearch.search import Hit, Scores, SearchResult
 __all__ = [
     # service
     "HybridSearch",
+    "AsyncHybridSearch",
     "Settings",
     # data
     "Collection",

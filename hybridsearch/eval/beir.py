@@ -12,10 +12,17 @@ from hybridsearch.errors import InvalidInputError
 Qrels = dict[str, dict[str, int]]
 
 
+def require_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file, else an InvalidInputError naming what was expected there."""
+    if not path.is_file():
+        raise InvalidInputError(f"{what} file {path} does not exist")
+    return path
+
+
 def load_queries(path: Path) -> dict[str, str]:
     """``{query_id: text}`` from a BEIR queries.jsonl."""
     queries: dict[str, str] = {}
-    with path.open(encoding="utf-8") as lines:
+    with require_file(path, "queries").open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -32,13 +39,15 @@ def load_queries(path: Path) -> dict[str, str]:
 def load_qrels(path: Path) -> Qrels:
     """``{query_id: {doc_id: relevance}}`` from a BEIR qrels TSV (with a header row)."""
     qrels: Qrels = {}
-    with path.open(encoding="utf-8", newline="") as handle:
+    with require_file(path, "qrels").open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t")
         for number, row in enumerate(rows, start=1):
             if number == 1 and row and not row[-1].lstrip("-").isdigit():
                 continue  # header
-            if len(row) < 3:
-                raise InvalidInputError(f"{path}:{number}: expected query-id, corpus-id, score")
+            if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
+                raise InvalidInputError(
+                    f"{path}:{number}: expected query-id, corpus-id, integer score"
+                )
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     return qrels
 
@@ -46,7 +55,7 @@ def load_qrels(path: Path) -> Qrels:
 def load_corpus(path: Path) -> dict[str, str]:
     """``{doc_id: "title text"}`` from a BEIR corpus.jsonl (for pair building, not ingest)."""
     corpus: dict[str, str] = {}
-    with path.open(encoding="utf-8") as lines:
+    with require_file(path, "corpus").open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -91,3 +100,22 @@ def training_pairs(
         pairs.extend((queries[qid], corpus[d], 0.0) for d in sorted(negatives))
     rng.shuffle(pairs)
     return pairs
+
+
+def judged_queries(queries: dict[str, str], qrels: Qrels) -> tuple[dict[str, str], Qrels, int]:
+    """The queries with at least one relevant judgment, their qrels, and how many were skipped.
+
+    A query without a relevant document has no defined nDCG, recall or MRR, so it is left
+    out and counted instead; judgments for queries not in ``queries`` are ignored.
+    """
+    judged = {
+        qid: text
+        for qid, text in queries.items()
+        if any(rel > 0 for rel in qrels.get(qid, {}).values())
+    }
+    if not judged:
+        raise InvalidInputError(
+            f"none of the {len(queries)} queries has a relevant judgment in the qrels; "
+            "check that the queries and qrels files belong together"
+        )
+    return judged, {qid: qrels[qid] for qid in judged}, len(queries) - len(judged)
