@@ -78,6 +78,9 @@ def from_database_error(error: psycopg.Error, action: str) -> HybridSearchError:
         return CollectionNotFoundError(
             f"{detail}; list collections with `hybridsearch collections list`"
         )
+    if isinstance(error, psycopg.DataError) and not sqlstate:
+        # raised by psycopg itself before sending, e.g. a NUL character in a text value
+        return InvalidInputError(f"{action} failed: {detail}")
     if sqlstate == "23505":  # unique_violation
         return CollectionExistsError(f"{action} failed: {detail}")
     if sqlstate.startswith("22") or sqlstate == "23514":  # data exception / check violation

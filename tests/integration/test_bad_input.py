@@ -182,3 +182,12 @@ def test_bad_collection_definitions(
     with pytest.raises(InvalidInputError, match="unknown analyzer"):
         hs.create_collection("fine_name_x", analyzer="klingon")
     assert _fingerprint(conn) == before
+
+
+def test_nul_in_ids_is_an_input_error(
+    hs: HybridSearch, stocked: str, conn: psycopg.Connection
+) -> None:
+    before = _fingerprint(conn)
+    with pytest.raises(InvalidInputError, match="NUL"):
+        hs.delete_documents(stocked, ["a\x00b"])
+    assert _fingerprint(conn) == before
