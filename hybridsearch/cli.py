@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hybridsearch.errors import HybridSearchError
+from hybridsearch.eval.cli import register_eval_commands
+from hybridsearch.server_cli import register_serve_command
 
 EXIT_ERROR = 2
 
@@ -266,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit-queries", type=_positive_int)
     train.add_argument("--negatives", type=_positive_int, default=3)
     reranker.set_defaults(func=cmd_reranker)
+    register_serve_command(sub)
+    register_eval_commands(sub)
     return parser
 
 

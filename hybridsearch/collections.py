@@ -20,6 +20,25 @@ from hybridsearch.errors import (
 Distance = Literal["cosine", "l2", "inner_product"]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
+# SQL shared by the sync functions below and hybridsearch.aio.
+CREATE_COLLECTION_SQL = (
+    "SELECT * FROM hybridsearch.create_collection(%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+GET_COLLECTION_SQL = "SELECT * FROM hybridsearch.collections WHERE name = %s"
+LIST_COLLECTIONS_SQL = """
+    SELECT c.name, c.embedding_model, c.dimensions,
+           (SELECT count(*) FROM hybridsearch.documents d
+             WHERE d.collection_id = c.collection_id) AS documents,
+           (SELECT count(*) FROM hybridsearch.chunks k
+             WHERE k.collection_id = c.collection_id) AS chunks
+    FROM hybridsearch.collections c
+    ORDER BY c.name
+"""
+UPDATE_SETTINGS_SQL = (
+    "UPDATE hybridsearch.collections SET settings = %s WHERE name = %s RETURNING *"
+)
+DROP_COLLECTION_SQL = "SELECT hybridsearch.drop_collection(%s)"
+
 
 @dataclass(frozen=True)
 class CollectionSettings:
@@ -69,7 +88,7 @@ class CollectionStats:
     chunks: int
 
 
-def _from_row(row: dict[str, Any]) -> Collection:
+def collection_from_row(row: dict[str, Any]) -> Collection:
     return Collection(
         collection_id=row["collection_id"],
         name=row["name"],
@@ -83,6 +102,29 @@ def _from_row(row: dict[str, Any]) -> Collection:
     )
 
 
+def stats_from_row(row: dict[str, Any]) -> CollectionStats:
+    return CollectionStats(
+        name=row["name"],
+        model=row["embedding_model"],
+        dimensions=row["dimensions"],
+        documents=row["documents"],
+        chunks=row["chunks"],
+    )
+
+
+def not_found_error(name: str) -> CollectionNotFoundError:
+    return CollectionNotFoundError(
+        f"collection {name!r} does not exist; list collections with "
+        "`hybridsearch collections list` or create it first"
+    )
+
+
+def exists_error(name: str) -> CollectionExistsError:
+    return CollectionExistsError(
+        f"collection {name!r} already exists; drop it first or choose another name"
+    )
+
+
 def validate_name(name: object) -> str:
     """Collection names are 1-63 characters of letters, digits, ``_ . -``."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
@@ -91,6 +133,34 @@ def validate_name(name: object) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def create_arguments(
+    name: str,
+    *,
+    embedding_model: str,
+    dimensions: int,
+    distance: Distance,
+    analyzer: str,
+    settings: CollectionSettings | None,
+    bm25_k1: float,
+    bm25_b: float,
+) -> tuple[Any, ...]:
+    """Validated parameters for :data:`CREATE_COLLECTION_SQL`."""
+    validate_name(name)
+    if distance not in ("cosine", "l2", "inner_product"):
+        raise InvalidInputError(f"distance must be cosine, l2 or inner_product, got {distance!r}")
+    settings = settings or CollectionSettings()
+    return (
+        name,
+        embedding_model,
+        dimensions,
+        distance,
+        analyzer,
+        Jsonb(settings.to_json()),
+        bm25_k1,
+        bm25_b,
+    )
 
 
 def create_collection(
@@ -106,73 +176,41 @@ def create_collection(
     bm25_b: float = 0.75,
 ) -> Collection:
     """Create a collection and its chunk partition; raises if the name is taken."""
-    validate_name(name)
-    if distance not in ("cosine", "l2", "inner_product"):
-        raise InvalidInputError(f"distance must be cosine, l2 or inner_product, got {distance!r}")
-    settings = settings or CollectionSettings()
+    arguments = create_arguments(
+        name,
+        embedding_model=embedding_model,
+        dimensions=dimensions,
+        distance=distance,
+        analyzer=analyzer,
+        settings=settings,
+        bm25_k1=bm25_k1,
+        bm25_b=bm25_b,
+    )
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                "SELECT * FROM hybridsearch.create_collection(%s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    name,
-                    embedding_model,
-                    dimensions,
-                    distance,
-                    analyzer,
-                    Jsonb(settings.to_json()),
-                    bm25_k1,
-                    bm25_b,
-                ),
-            ).fetchone()
+            row = cur.execute(CREATE_COLLECTION_SQL, arguments).fetchone()
     except psycopg.errors.UniqueViolation:
-        raise CollectionExistsError(
-            f"collection {name!r} already exists; drop it first or choose another name"
-        ) from None
+        raise exists_error(name) from None
     except psycopg.Error as exc:
         raise from_database_error(exc, f"creating collection {name!r}") from exc
     assert row is not None
-    return _from_row(row)
+    return collection_from_row(row)
 
 
 def get_collection(conn: psycopg.Connection, name: str) -> Collection:
     """The named collection; raises CollectionNotFoundError when it does not exist."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM hybridsearch.collections WHERE name = %s", (name,)
-        ).fetchone()
+        row = cur.execute(GET_COLLECTION_SQL, (name,)).fetchone()
     if row is None:
-        raise CollectionNotFoundError(
-            f"collection {name!r} does not exist; list collections with "
-            "`hybridsearch collections list` or create it first"
-        )
-    return _from_row(row)
+        raise not_found_error(name)
+    return collection_from_row(row)
 
 
 def list_collections(conn: psycopg.Connection) -> list[CollectionStats]:
     """Every collection with its counts, by name."""
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            """
-            SELECT c.name, c.embedding_model, c.dimensions,
-                   (SELECT count(*) FROM hybridsearch.documents d
-                     WHERE d.collection_id = c.collection_id) AS documents,
-                   (SELECT count(*) FROM hybridsearch.chunks k
-                     WHERE k.collection_id = c.collection_id) AS chunks
-            FROM hybridsearch.collections c
-            ORDER BY c.name
-            """
-        ).fetchall()
-    return [
-        CollectionStats(
-            name=r["name"],
-            model=r["embedding_model"],
-            dimensions=r["dimensions"],
-            documents=r["documents"],
-            chunks=r["chunks"],
-        )
-        for r in rows
-    ]
+        rows = cur.execute(LIST_COLLECTIONS_SQL).fetchall()
+    return [stats_from_row(r) for r in rows]
 
 
 def update_settings(
@@ -180,18 +218,15 @@ def update_settings(
 ) -> Collection:
     """Replace a collection's stored defaults (chunking, prompts, fusion)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "UPDATE hybridsearch.collections SET settings = %s WHERE name = %s RETURNING *",
-            (Jsonb(settings.to_json()), name),
-        ).fetchone()
+        row = cur.execute(UPDATE_SETTINGS_SQL, (Jsonb(settings.to_json()), name)).fetchone()
     if row is None:
-        raise CollectionNotFoundError(f"collection {name!r} does not exist")
-    return _from_row(row)
+        raise not_found_error(name)
+    return collection_from_row(row)
 
 
 def drop_collection(conn: psycopg.Connection, name: str) -> bool:
     """Drop a collection with its documents and chunks; False when it did not exist."""
     with conn.transaction():
-        row = conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,)).fetchone()
+        row = conn.execute(DROP_COLLECTION_SQL, (name,)).fetchone()
     assert row is not None
     return bool(row[0])

@@ -8,7 +8,8 @@ to the chunks, so there is still no second store.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,16 @@ import psycopg
 
 from hybridsearch.errors import EmbeddingError
 from hybridsearch.models.embedder import Embedder
+
+# SQL shared by embed_with_cache and hybridsearch.aio.
+SELECT_CACHED_SQL = (
+    "SELECT text_hash, embedding FROM hybridsearch.embedding_cache"
+    " WHERE model_key = %s AND text_hash = ANY(%s)"
+)
+INSERT_CACHED_SQL = (
+    "INSERT INTO hybridsearch.embedding_cache (model_key, text_hash, embedding)"
+    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+)
 
 
 def model_key(embedder: Embedder, document_prompt: str | None) -> str:
@@ -25,6 +36,27 @@ def model_key(embedder: Embedder, document_prompt: str | None) -> str:
 
 def text_hash(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def cached_vectors(rows: Sequence[tuple[Any, Any]]) -> dict[bytes, npt.NDArray[np.float32]]:
+    """``{text_hash: embedding}`` from rows of :data:`SELECT_CACHED_SQL`."""
+    return {bytes(h): np.asarray(v.to_numpy(), dtype=np.float32) for h, v in rows}
+
+
+def missing_texts(
+    hashes: Sequence[bytes], texts: Sequence[str], cached: Mapping[bytes, object]
+) -> list[tuple[bytes, str]]:
+    """The distinct texts the cache lacks, as (hash, text), in a stable order."""
+    return sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}.items())
+
+
+def check_fresh(fresh: npt.NDArray[np.float32], embedder: Embedder, count: int) -> None:
+    """Never cache a bad vector: it would be reused for every later ingest."""
+    if fresh.shape != (count, embedder.dimensions) or not np.all(np.isfinite(fresh)):
+        raise EmbeddingError(
+            f"embedder {embedder.model_id!r} returned vectors of shape {fresh.shape} for "
+            f"{count} texts, expected ({count}, {embedder.dimensions}) finite values"
+        )
 
 
 def embed_with_cache(
@@ -37,29 +69,15 @@ def embed_with_cache(
     """Embeddings of ``texts`` in order, and how many had to be computed."""
     key = model_key(embedder, document_prompt)
     hashes = [text_hash(t) for t in texts]
-    rows = conn.execute(
-        "SELECT text_hash, embedding FROM hybridsearch.embedding_cache"
-        " WHERE model_key = %s AND text_hash = ANY(%s)",
-        (key, list(set(hashes))),
-    ).fetchall()
-    cached: dict[bytes, npt.NDArray[np.float32]] = {
-        bytes(h): np.asarray(v.to_numpy(), dtype=np.float32) for h, v in rows
-    }
-    missing = sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}.items())
+    rows = conn.execute(SELECT_CACHED_SQL, (key, list(set(hashes)))).fetchall()
+    cached = cached_vectors(rows)
+    missing = missing_texts(hashes, texts, cached)
     if missing:
         fresh = embedder.embed_documents([t for _, t in missing])
-        if fresh.shape != (len(missing), embedder.dimensions) or not np.all(np.isfinite(fresh)):
-            # Never cache a bad vector: it would be reused for every later ingest.
-            raise EmbeddingError(
-                f"embedder {embedder.model_id!r} returned vectors of shape {fresh.shape} for "
-                f"{len(missing)} texts, expected ({len(missing)}, {embedder.dimensions}) "
-                "finite values"
-            )
+        check_fresh(fresh, embedder, len(missing))
         with conn.transaction(), conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO hybridsearch.embedding_cache (model_key, text_hash, embedding)"
-                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                [(key, h, fresh[i]) for i, (h, _) in enumerate(missing)],
+                INSERT_CACHED_SQL, [(key, h, fresh[i]) for i, (h, _) in enumerate(missing)]
             )
         for i, (h, _) in enumerate(missing):
             cached[h] = fresh[i]

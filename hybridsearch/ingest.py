@@ -28,6 +28,54 @@ from hybridsearch.text.chunking import chunk_text
 # Bumped whenever chunking changes in a way that should re-chunk stored documents.
 CHUNKER_VERSION = 1
 
+# SQL shared by the sync functions below and hybridsearch.aio.
+STORED_HASHES_SQL = (
+    "SELECT external_id, content_hash FROM hybridsearch.documents"
+    " WHERE collection_id = %s AND tenant_id = %s AND external_id = ANY(%s)"
+)
+UPSERT_DOCUMENTS_SQL = """
+    INSERT INTO hybridsearch.documents
+        (collection_id, tenant_id, external_id, metadata, content_hash, chunk_count)
+    SELECT %s, %s, d.external_id, d.metadata, d.content_hash, d.chunk_count
+    FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::integer[])
+         AS d(external_id, metadata, content_hash, chunk_count)
+    ON CONFLICT (collection_id, tenant_id, external_id) DO UPDATE
+        SET metadata = EXCLUDED.metadata,
+            content_hash = EXCLUDED.content_hash,
+            chunk_count = EXCLUDED.chunk_count,
+            updated_at = now()
+    RETURNING external_id, document_id, (xmax = 0) AS inserted
+"""
+DELETE_CHUNKS_SQL = (
+    "DELETE FROM hybridsearch.chunks WHERE collection_id = %s AND document_id = ANY(%s)"
+)
+CREATE_STAGING_SQL = """
+    CREATE TEMPORARY TABLE IF NOT EXISTS hybridsearch_staging (
+        document_id bigint, ordinal integer, content text, metadata jsonb, embedding vector
+    ) ON COMMIT DELETE ROWS
+"""
+COPY_STAGING_SQL = (
+    "COPY hybridsearch_staging (document_id, ordinal, content, metadata, embedding)"
+    " FROM STDIN WITH (FORMAT BINARY)"
+)
+STAGING_TYPES = ["int8", "int4", "text", "jsonb", "vector"]
+INSERT_CHUNKS_SQL = """
+    INSERT INTO hybridsearch.chunks (collection_id, document_id, tenant_id, ordinal,
+                                     content, metadata, embedding, fts, term_freqs,
+                                     term_count)
+    SELECT %s, s.document_id, %s, s.ordinal, s.content, s.metadata, s.embedding,
+           a.fts, hybridsearch.term_freqs(a.fts), hybridsearch.term_count(a.fts)
+    FROM hybridsearch_staging s
+    -- OFFSET 0 keeps the analyzer from being inlined, and so run, three times
+    CROSS JOIN LATERAL (
+        SELECT hybridsearch.document_tsvector(%s, s.content) AS fts OFFSET 0
+    ) AS a
+"""
+DELETE_DOCUMENTS_SQL = (
+    "DELETE FROM hybridsearch.documents"
+    " WHERE collection_id = %s AND tenant_id = %s AND external_id = ANY(%s)"
+)
+
 
 @dataclass(frozen=True)
 class Document:
@@ -55,7 +103,9 @@ class IngestReport:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedDocument:
+    """A new or changed document, chunked and waiting for its embeddings."""
+
     document: Document
     content_hash: str
     chunks: list[str]
@@ -118,10 +168,71 @@ def content_hash(document: Document, collection: Collection) -> str:
     return h.hexdigest()
 
 
-def _batches(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
+def batches(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+def check_dimensions(embedder: Embedder, collection: Collection) -> None:
+    """The embedder must produce the collection's dimension (loads the model)."""
+    if embedder.dimensions != collection.dimensions:
+        raise EmbeddingError(
+            f"embedder {embedder.model_id!r} produces {embedder.dimensions} dimensions; "
+            f"collection {collection.name!r} expects {collection.dimensions}"
+        )
+
+
+def latest_by_id(batch: Sequence[Document], max_document_chars: int) -> dict[str, Document]:
+    """The batch validated, by id; the last occurrence of an id wins, as across batches."""
+    return {validate_document(d, max_document_chars).id: d for d in batch}
+
+
+def plan_batch(
+    latest: Mapping[str, Document], stored: Mapping[str, str], collection: Collection
+) -> tuple[list[PreparedDocument], int]:
+    """The documents to (re)write, chunked, and how many are unchanged (same hash)."""
+    settings = collection.settings
+    prepared = []
+    unchanged = 0
+    for document in latest.values():
+        digest = content_hash(document, collection)
+        if stored.get(document.id) == digest:
+            unchanged += 1
+            continue
+        chunks = chunk_text(
+            document.text,
+            max_tokens=settings.chunk_max_tokens,
+            overlap_tokens=settings.chunk_overlap_tokens,
+        )
+        prepared.append(PreparedDocument(document, digest, [c.text for c in chunks]))
+    return prepared, unchanged
+
+
+def upsert_params(
+    collection: Collection, prepared: Sequence[PreparedDocument], tenant: str
+) -> tuple[Any, ...]:
+    """Parameters for :data:`UPSERT_DOCUMENTS_SQL`."""
+    return (
+        collection.collection_id,
+        tenant,
+        [p.document.id for p in prepared],
+        [Jsonb(dict(p.document.metadata)) for p in prepared],
+        [p.content_hash for p in prepared],
+        [len(p.chunks) for p in prepared],
+    )
+
+
+def staging_rows(
+    prepared: Sequence[PreparedDocument], document_ids: Mapping[str, int], embeddings: np.ndarray
+) -> Iterator[tuple[Any, ...]]:
+    """Rows for :data:`COPY_STAGING_SQL`, one per chunk, in embedding order."""
+    row = 0
+    for p in prepared:
+        metadata = Jsonb(dict(p.document.metadata))
+        for ordinal, text in enumerate(p.chunks):
+            yield (document_ids[p.document.id], ordinal, text, metadata, embeddings[row])
+            row += 1
 
 
 def _stored_hashes(
@@ -129,18 +240,14 @@ def _stored_hashes(
 ) -> dict[str, str]:
     with conn.transaction():
         set_tenant(conn, tenant)
-        rows = conn.execute(
-            "SELECT external_id, content_hash FROM hybridsearch.documents"
-            " WHERE collection_id = %s AND tenant_id = %s AND external_id = ANY(%s)",
-            (collection.collection_id, tenant, ids),
-        ).fetchall()
+        rows = conn.execute(STORED_HASHES_SQL, (collection.collection_id, tenant, ids)).fetchall()
     return {external_id: digest for external_id, digest in rows}
 
 
 def _write(
     conn: psycopg.Connection,
     collection: Collection,
-    prepared: Sequence[_Prepared],
+    prepared: Sequence[PreparedDocument],
     embeddings: np.ndarray,
     tenant: str,
 ) -> tuple[int, int]:
@@ -148,71 +255,18 @@ def _write(
     with conn.transaction(), conn.cursor() as cur:
         set_tenant(conn, tenant)
         rows = cur.execute(
-            """
-            INSERT INTO hybridsearch.documents
-                (collection_id, tenant_id, external_id, metadata, content_hash, chunk_count)
-            SELECT %s, %s, d.external_id, d.metadata, d.content_hash, d.chunk_count
-            FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::integer[])
-                 AS d(external_id, metadata, content_hash, chunk_count)
-            ON CONFLICT (collection_id, tenant_id, external_id) DO UPDATE
-                SET metadata = EXCLUDED.metadata,
-                    content_hash = EXCLUDED.content_hash,
-                    chunk_count = EXCLUDED.chunk_count,
-                    updated_at = now()
-            RETURNING external_id, document_id, (xmax = 0) AS inserted
-            """,
-            (
-                collection.collection_id,
-                tenant,
-                [p.document.id for p in prepared],
-                [Jsonb(dict(p.document.metadata)) for p in prepared],
-                [p.content_hash for p in prepared],
-                [len(p.chunks) for p in prepared],
-            ),
+            UPSERT_DOCUMENTS_SQL, upsert_params(collection, prepared, tenant)
         ).fetchall()
         document_ids = {external_id: document_id for external_id, document_id, _ in rows}
         replaced = [document_id for _, document_id, inserted in rows if not inserted]
         if replaced:
-            cur.execute(
-                "DELETE FROM hybridsearch.chunks"
-                " WHERE collection_id = %s AND document_id = ANY(%s)",
-                (collection.collection_id, replaced),
-            )
-        cur.execute(
-            """
-            CREATE TEMPORARY TABLE IF NOT EXISTS hybridsearch_staging (
-                document_id bigint, ordinal integer, content text, metadata jsonb, embedding vector
-            ) ON COMMIT DELETE ROWS
-            """
-        )
-        with cur.copy(
-            "COPY hybridsearch_staging (document_id, ordinal, content, metadata, embedding)"
-            " FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int8", "int4", "text", "jsonb", "vector"])
-            row = 0
-            for p in prepared:
-                metadata = Jsonb(dict(p.document.metadata))
-                for ordinal, text in enumerate(p.chunks):
-                    copy.write_row(
-                        (document_ids[p.document.id], ordinal, text, metadata, embeddings[row])
-                    )
-                    row += 1
-        cur.execute(
-            """
-            INSERT INTO hybridsearch.chunks (collection_id, document_id, tenant_id, ordinal,
-                                             content, metadata, embedding, fts, term_freqs,
-                                             term_count)
-            SELECT %s, s.document_id, %s, s.ordinal, s.content, s.metadata, s.embedding,
-                   a.fts, hybridsearch.term_freqs(a.fts), hybridsearch.term_count(a.fts)
-            FROM hybridsearch_staging s
-            -- OFFSET 0 keeps the analyzer from being inlined, and so run, three times
-            CROSS JOIN LATERAL (
-                SELECT hybridsearch.document_tsvector(%s, s.content) AS fts OFFSET 0
-            ) AS a
-            """,
-            (collection.collection_id, tenant, collection.analyzer),
-        )
+            cur.execute(DELETE_CHUNKS_SQL, (collection.collection_id, replaced))
+        cur.execute(CREATE_STAGING_SQL)
+        with cur.copy(COPY_STAGING_SQL) as copy:
+            copy.set_types(STAGING_TYPES)
+            for row in staging_rows(prepared, document_ids, embeddings):
+                copy.write_row(row)
+        cur.execute(INSERT_CHUNKS_SQL, (collection.collection_id, tenant, collection.analyzer))
     return len(rows) - len(replaced), len(replaced)
 
 
@@ -231,32 +285,17 @@ def ingest_documents(
 
     ``tenant`` owns the documents in a multi-tenant collection (see hybridsearch.tenancy).
     """
-    if embedder.dimensions != collection.dimensions:
-        raise EmbeddingError(
-            f"embedder {embedder.model_id!r} produces {embedder.dimensions} dimensions; "
-            f"collection {collection.name!r} expects {collection.dimensions}"
-        )
+    check_dimensions(embedder, collection)
     report = IngestReport()
     settings = collection.settings
-    for batch in _batches(documents, batch_size):
-        # The last occurrence of an id in a batch wins, as it would across batches.
-        latest = {validate_document(d, max_document_chars).id: d for d in batch}
+    for batch in batches(documents, batch_size):
+        latest = latest_by_id(batch, max_document_chars)
         try:
             stored = _stored_hashes(conn, collection, list(latest), tenant)
         except psycopg.Error as exc:
             raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
-        prepared = []
-        for document in latest.values():
-            digest = content_hash(document, collection)
-            if stored.get(document.id) == digest:
-                report.unchanged += 1
-                continue
-            chunks = chunk_text(
-                document.text,
-                max_tokens=settings.chunk_max_tokens,
-                overlap_tokens=settings.chunk_overlap_tokens,
-            )
-            prepared.append(_Prepared(document, digest, [c.text for c in chunks]))
+        prepared, unchanged = plan_batch(latest, stored, collection)
+        report.unchanged += unchanged
         if prepared:
             texts = [text for p in prepared for text in p.chunks]
             try:
@@ -282,11 +321,7 @@ def delete_documents(
     try:
         with conn.transaction():
             set_tenant(conn, tenant)
-            cur = conn.execute(
-                "DELETE FROM hybridsearch.documents"
-                " WHERE collection_id = %s AND tenant_id = %s AND external_id = ANY(%s)",
-                (collection.collection_id, tenant, list(ids)),
-            )
+            cur = conn.execute(DELETE_DOCUMENTS_SQL, (collection.collection_id, tenant, list(ids)))
     except psycopg.Error as exc:
         raise from_database_error(exc, f"delete from {collection.name!r}") from exc
     return cur.rowcount

@@ -34,6 +34,18 @@ Mode = Literal["hybrid", "vector", "keyword"]
 MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
 MAX_TOP_K = 1000
 
+# SQL shared by the sync functions below and hybridsearch.aio.
+SET_STATEMENT_TIMEOUT_SQL = "SELECT set_config('statement_timeout', %s, true)"
+SEARCH_HYBRID_SQL = (
+    "SELECT * FROM hybridsearch.search_hybrid("
+    "%s, %s, %s, p_top_k => %s, p_filter => %s, p_fusion => %s,"
+    " p_rrf_k => %s, p_vector_weight => %s, p_keyword_weight => %s)"
+)
+HIGHLIGHT_SQL = (
+    "SELECT hybridsearch.highlight(%s, t.content, %s)"
+    " FROM unnest(%s::text[]) WITH ORDINALITY AS t(content, n) ORDER BY t.n"
+)
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -221,7 +233,7 @@ def check_embedding(vector: np.ndarray, collection: Collection) -> np.ndarray:
     return vector
 
 
-def _hit(row: dict[str, Any]) -> Hit:
+def hit_from_row(row: dict[str, Any]) -> Hit:
     return Hit(
         rank=row["fused_rank"],
         document_id=row["document_id"],
@@ -238,6 +250,23 @@ def _hit(row: dict[str, Any]) -> Hit:
     )
 
 
+def candidate_params(
+    collection: Collection, options: SearchOptions, embedding: np.ndarray | None
+) -> tuple[Any, ...]:
+    """Parameters for :data:`SEARCH_HYBRID_SQL`."""
+    return (
+        collection.name,
+        embedding,
+        options.query if options.mode != "vector" else None,
+        options.top_k,
+        Jsonb(options.filter) if options.filter else None,
+        options.fusion,
+        options.rrf_k,
+        options.vector_weight,
+        options.keyword_weight,
+    )
+
+
 def fetch_candidates(
     conn: psycopg.Connection,
     collection: Collection,
@@ -249,29 +278,14 @@ def fetch_candidates(
     """The fused TopK from ``hybridsearch.search_hybrid``."""
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout_ms),)
-            )
+            cur.execute(SET_STATEMENT_TIMEOUT_SQL, (str(statement_timeout_ms),))
             set_tenant(conn, options.tenant)
             rows = cur.execute(
-                "SELECT * FROM hybridsearch.search_hybrid("
-                "%s, %s, %s, p_top_k => %s, p_filter => %s, p_fusion => %s,"
-                " p_rrf_k => %s, p_vector_weight => %s, p_keyword_weight => %s)",
-                (
-                    collection.name,
-                    embedding,
-                    options.query if options.mode != "vector" else None,
-                    options.top_k,
-                    Jsonb(options.filter) if options.filter else None,
-                    options.fusion,
-                    options.rrf_k,
-                    options.vector_weight,
-                    options.keyword_weight,
-                ),
+                SEARCH_HYBRID_SQL, candidate_params(collection, options, embedding)
             ).fetchall()
     except psycopg.Error as exc:
         raise from_database_error(exc, f"search in {collection.name!r}") from exc
-    return [_hit(row) for row in rows]
+    return [hit_from_row(row) for row in rows]
 
 
 def _reorder(candidates: list[Hit], scores: list[float], top_n: int) -> list[Hit]:
@@ -287,6 +301,31 @@ def _reorder(candidates: list[Hit], scores: list[float], top_n: int) -> list[Hit
     ]
 
 
+def rerank_candidates(
+    candidates: list[Hit], options: SearchOptions, reranker: Reranker | None, rerank: bool
+) -> tuple[list[Hit], bool, str | None]:
+    """The TopN, whether the reranker ordered them, and a note when it did not."""
+    if not rerank:
+        note = "reranking turned off for this search; results are in fused order"
+        return candidates[: options.top_n], False, note
+    if not candidates:
+        return [], False, None
+    outcome = rerank_safely(reranker, options.query, [h.text for h in candidates])
+    if outcome.scores is None:
+        return candidates[: options.top_n], False, outcome.note
+    top = _reorder(candidates, [float(s) for s in outcome.scores], options.top_n)
+    return top, True, outcome.note
+
+
+def highlight_params(collection: Collection, query: str, hits: list[Hit]) -> tuple[Any, ...]:
+    """Parameters for :data:`HIGHLIGHT_SQL`."""
+    return (collection.analyzer, query, [h.text for h in hits])
+
+
+def with_snippets(hits: list[Hit], rows: list[tuple[Any, ...]]) -> list[Hit]:
+    return [replace(hit, snippet=row[0]) for hit, row in zip(hits, rows, strict=True)]
+
+
 def add_snippets(
     conn: psycopg.Connection, collection: Collection, query: str, hits: list[Hit]
 ) -> list[Hit]:
@@ -294,14 +333,10 @@ def add_snippets(
     if not hits:
         return hits
     try:
-        rows = conn.execute(
-            "SELECT hybridsearch.highlight(%s, t.content, %s)"
-            " FROM unnest(%s::text[]) WITH ORDINALITY AS t(content, n) ORDER BY t.n",
-            (collection.analyzer, query, [h.text for h in hits]),
-        ).fetchall()
+        rows = conn.execute(HIGHLIGHT_SQL, highlight_params(collection, query, hits)).fetchall()
     except psycopg.Error as exc:
         raise from_database_error(exc, f"highlighting results in {collection.name!r}") from exc
-    return [replace(hit, snippet=row[0]) for hit, row in zip(hits, rows, strict=True)]
+    return with_snippets(hits, rows)
 
 
 def run_search(
@@ -333,17 +368,7 @@ def run_search(
     timings["candidates"] = (time.perf_counter() - t) * 1000
 
     t = time.perf_counter()
-    note: str | None = None
-    reranked = False
-    top = candidates[: options.top_n]
-    if not rerank:
-        note = "reranking turned off for this search; results are in fused order"
-    elif candidates:
-        outcome = rerank_safely(reranker, options.query, [h.text for h in candidates])
-        note = outcome.note
-        if outcome.scores is not None:
-            reranked = True
-            top = _reorder(candidates, [float(s) for s in outcome.scores], options.top_n)
+    top, reranked, note = rerank_candidates(candidates, options, reranker, rerank)
     timings["rerank"] = (time.perf_counter() - t) * 1000
     top = add_snippets(conn, collection, options.query, top)
     timings["total"] = (time.perf_counter() - started) * 1000

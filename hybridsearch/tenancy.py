@@ -5,6 +5,8 @@ from __future__ import annotations
 import psycopg
 
 TENANT_SETTING = "hybridsearch.tenant_id"
+# Shared with hybridsearch.aio; parameters (TENANT_SETTING, tenant).
+SET_TENANT_SQL = "SELECT set_config(%s, %s, true)"
 
 
 def set_tenant(conn: psycopg.Connection, tenant: str | None) -> None:
@@ -15,4 +17,4 @@ def set_tenant(conn: psycopg.Connection, tenant: str | None) -> None:
     row-level security policies then sees nothing, and an owner sees every tenant.
     """
     if tenant is not None:
-        conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+        conn.execute(SET_TENANT_SQL, (TENANT_SETTING, tenant))

@@ -1,0 +1,1 @@
+"""An existing application (articles) that adds hybridsearch to its own database."""

@@ -1,0 +1,335 @@
+"""The HTTP API over real HTTP: uvicorn on 127.0.0.1 against the test database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import hypothesis
+import psycopg
+import pytest
+import schemathesis
+import uvicorn
+from schemathesis.checks import not_a_server_error
+
+from hybridsearch import Document, HybridSearch, Settings
+from hybridsearch.db import migrate
+from hybridsearch.server import create_app
+from tests.integration.test_migrations import _with_database
+
+DOCS = [
+    {"id": "pg", "text": "PostgreSQL stores rows in tables and answers SQL queries.",
+     "metadata": {"lang": "en", "topic": "db"}},
+    {"id": "cat", "text": "The domestic cat is a small carnivorous mammal that purrs.",
+     "metadata": {"lang": "en", "topic": "animals"}},
+    {"id": "bread", "text": "Bread is baked from flour, water, salt and yeast in an oven.",
+     "metadata": {"lang": "en", "topic": "food"}},
+]  # fmt: skip
+
+
+class ServerThread:
+    """uvicorn serving an app in a thread, on a socket bound to a free local port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(create_app(settings), log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start; see the log above")
+            time.sleep(0.05)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(settings: Settings) -> Iterator[str]:
+    with ServerThread(settings) as url:
+        yield url
+
+
+@pytest.fixture
+def http(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def indexed(http: httpx.Client, collection_name: str) -> str:
+    """A collection holding DOCS, created and filled over HTTP."""
+    assert http.post("/collections", json={"name": collection_name}).status_code == 201
+    response = http.post(f"/collections/{collection_name}/documents", json={"documents": DOCS})
+    assert response.status_code == 200, response.text
+    return collection_name
+
+
+def _error(response: httpx.Response) -> tuple[int, str, str]:
+    body = response.json()
+    return response.status_code, body["error"], body["detail"]
+
+
+def test_openapi_spec_lists_every_route(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    routes = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert routes == {
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/collections", "get"),
+        ("/collections", "post"),
+        ("/collections/{name}", "get"),
+        ("/collections/{name}", "delete"),
+        ("/collections/{name}/documents", "post"),
+        ("/collections/{name}/documents/delete", "post"),
+        ("/collections/{name}/search", "post"),
+        ("/collections/{name}/eval", "post"),
+    }
+    search = spec["paths"]["/collections/{name}/search"]["post"]
+    assert set(search["responses"]) == {"200", "404", "422", "503", "504"}
+
+
+def test_health_and_readiness(http: httpx.Client) -> None:
+    assert http.get("/health").json() == {"status": "ok", "revision": None}
+    ready = http.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "revision": migrate.head_revision()}
+
+
+def test_collection_lifecycle(http: httpx.Client, collection_name: str) -> None:
+    created = http.post(
+        "/collections",
+        json={"name": collection_name, "distance": "l2", "settings": {"fusion": "weighted"}},
+    )
+    assert created.status_code == 201
+    body = created.json()
+    assert (body["name"], body["dimensions"], body["distance"]) == (collection_name, 384, "l2")
+    assert body["settings"]["fusion"] == "weighted"
+    assert body["settings"]["chunk_max_tokens"] == 200  # the library default
+
+    again = http.post("/collections", json={"name": collection_name})
+    assert _error(again)[:2] == (409, "CollectionExistsError")
+
+    listed = {c["name"]: c for c in http.get("/collections").json()}
+    assert listed[collection_name]["documents"] == 0
+    assert http.get(f"/collections/{collection_name}").json() == body
+
+    assert http.delete(f"/collections/{collection_name}").status_code == 204
+    assert _error(http.delete(f"/collections/{collection_name}"))[:2] == (
+        404,
+        "CollectionNotFoundError",
+    )
+    assert collection_name not in {c["name"] for c in http.get("/collections").json()}
+
+
+def test_search_returns_the_cli_json_contract(
+    http: httpx.Client, indexed: str, hs: HybridSearch
+) -> None:
+    query = {"query": "which animal purrs", "top_k": 10, "top_n": 2, "rerank": False}
+    response = http.post(f"/collections/{indexed}/search", json=query)
+    assert response.status_code == 200
+    body = response.json()
+    expected = hs.search(indexed, "which animal purrs", top_k=10, top_n=2, rerank=False).to_dict()
+    assert list(body) == list(expected)
+    assert set(body["timings_ms"]) == {"embed", "candidates", "rerank", "total"}
+    body.pop("timings_ms"), expected.pop("timings_ms")
+    assert body == expected
+    assert body["results"][0]["document_id"] == "cat"
+
+    filtered = http.post(
+        f"/collections/{indexed}/search",
+        json={"query": "food made in an oven", "mode": "keyword", "filter": {"topic": "db"}},
+    ).json()
+    assert {hit["document_id"] for hit in filtered["results"]} <= {"pg"}
+
+
+def test_ingest_is_idempotent_and_delete_removes(http: httpx.Client, indexed: str) -> None:
+    again = http.post(f"/collections/{indexed}/documents", json={"documents": DOCS}).json()
+    assert (again["added"], again["updated"], again["unchanged"]) == (0, 0, 3)
+
+    deleted = http.post(f"/collections/{indexed}/documents/delete", json={"ids": ["cat", "nope"]})
+    assert deleted.json() == {"deleted": 1}
+    hits = http.post(
+        f"/collections/{indexed}/search", json={"query": "cat mammal", "top_n": 3}
+    ).json()["results"]
+    assert "cat" not in {hit["document_id"] for hit in hits}
+    listed = {c["name"]: c for c in http.get("/collections").json()}
+    assert listed[indexed]["documents"] == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error", "mentions"),
+    [
+        ("post", "/collections/missing_x/search", {"query": "x"}, 404,
+         "CollectionNotFoundError", "missing_x"),
+        ("post", "/collections/{c}/search", {"query": "  "}, 422, "QueryError", "empty"),
+        ("post", "/collections/{c}/search", {"query": "?!"}, 422, "QueryError", "letters"),
+        ("post", "/collections/{c}/search", {"query": "x", "top_k": 3, "top_n": 4}, 422,
+         "InvalidInputError", "top_n (4) cannot exceed top_k (3)"),
+        ("post", "/collections/{c}/search", {"query": "x", "top_k": "many"}, 422,
+         "ValidationError", "body.top_k"),
+        ("post", "/collections/{c}/search", {"query": "x", "mode": "fuzzy"}, 422,
+         "ValidationError", "body.mode"),
+        ("post", "/collections/{c}/search", {"query": "x", "surprise": 1}, 422,
+         "ValidationError", "body.surprise"),
+        ("post", "/collections/bad%20name/search", {"query": "x"}, 422,
+         "ValidationError", "path.name"),
+        ("post", "/collections/{c}/documents", {"documents": [{"id": "d", "text": " "}]}, 422,
+         "DocumentError", "no text"),
+        ("post", "/collections/{c}/documents",
+         {"documents": [{"id": "d", "text": "a\u0000b"}]}, 422, "DocumentError", "NUL"),
+        ("post", "/collections", {"name": "ok_name", "model": "../../etc"}, 422,
+         "InvalidInputError", "model id"),
+        ("post", "/collections", {"name": "ok_name", "analyzer": "klingon"}, 422,
+         "InvalidInputError", "unknown analyzer"),
+        ("post", "/collections", {"name": "ok", "settings": {"chunk_overlap_tokens": 300}},
+         422, "ValidationError", "chunk_overlap_tokens (300) must be smaller"),
+        ("post", "/collections/{c}/eval", {"queries": {"q": "cat"}, "qrels": {"z": {"d": 1}}},
+         422, "InvalidInputError", "relevant judgment"),
+        ("post", "/collections/{c}/eval",
+         {"queries": {"q": "cat"}, "qrels": {"q": {"cat": 1}}, "ks": [0]},
+         422, "ValidationError", "body.ks.0"),
+        ("post", "/collections/{c}/eval",
+         {"queries": {"q": "cat"}, "qrels": {"q": {"cat": 1}}, "stages": ["rerank"]},
+         422, "InvalidInputError", "needs a reranker"),
+        ("post", "/collections/{c}/documents/delete", {"ids": ["a\u0000"]}, 422,
+         "ValidationError", "NUL"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_a_clear_4xx(
+    http: httpx.Client,
+    indexed: str,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    error: str,
+    mentions: str,
+) -> None:
+    response = http.request(method, path.format(c=indexed), json=body)
+    got_status, got_error, detail = _error(response)
+    assert (got_status, got_error) == (status, error), detail
+    assert mentions in detail
+
+
+def test_eval_scores_each_stage(http: httpx.Client, indexed: str) -> None:
+    body = {
+        "queries": {"q1": "cat mammal that purrs", "q2": "bread baked from flour", "q3": "x"},
+        "qrels": {"q1": {"cat": 1}, "q2": {"bread": 1}},
+        "ks": [10],
+        "top_k": 20,
+    }
+    response = http.post(f"/collections/{indexed}/eval", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["queries"], result["skipped"]) == (2, 1)
+    assert list(result["stages"]) == ["vector", "keyword", "hybrid"]
+    for metrics in result["stages"].values():
+        assert metrics["ndcg@10"] == 1.0
+        assert metrics["recall@10"] == 1.0
+    assert result["config"]["top_k"] == 20
+
+
+def test_readiness_fails_when_the_schema_is_behind(database_url: str, settings: Settings) -> None:
+    name = f"ready_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(database_url, name)
+    try:
+        migrate.upgrade(url)
+        fresh = Settings(database_url=url, data_dir=settings.data_dir, torch_threads=1)
+        with ServerThread(fresh) as base, httpx.Client(base_url=base, timeout=60) as http:
+            assert http.get("/ready").status_code == 200
+            migrate.downgrade(url, "base")
+            status, error, detail = _error(http.get("/ready"))
+            assert (status, error) == (503, "DatabaseError")
+            assert "hybridsearch db upgrade" in detail
+            assert http.get("/health").status_code == 200
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_cli_serve_answers_on_the_given_port(database_url: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HYBRIDSEARCH_DATABASE_URL": database_url, "HYBRIDSEARCH_PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hybridsearch.cli", "serve", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.communicate()[0].decode()
+                assert time.monotonic() < deadline, "hybridsearch serve did not answer"
+                time.sleep(0.2)
+        assert response.json()["status"] == "ready"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# -- the whole API against its own OpenAPI spec ---------------------------------------------
+
+# Built in-process so the tests are generated at collection time (schemathesis' lazy
+# fixture loader does not run on pytest 9); test_served_spec_is_the_tested_spec ties it
+# to what the server publishes.
+schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+
+
+def test_served_spec_is_the_tested_spec(http: httpx.Client) -> None:
+    assert http.get("/openapi.json").json() == schema.raw_schema
+
+
+@pytest.fixture(scope="module")
+def fuzzed(base_url: str, hs: HybridSearch) -> Iterator[tuple[str, str]]:
+    """The server and a collection holding DOCS; collections the fuzzer makes are dropped."""
+    before = {c.name for c in hs.list_collections()}
+    name = f"fuzz_{uuid.uuid4().hex[:8]}"
+    hs.create_collection(name)
+    hs.add_documents(name, [Document(d["id"], d["text"], d["metadata"]) for d in DOCS])
+    yield base_url, name
+    for created in {c.name for c in hs.list_collections()} - before:
+        hs.drop_collection(created)
+
+
+@schema.parametrize()
+@hypothesis.settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+def test_no_request_gets_a_server_error(case: Any, fuzzed: tuple[str, str]) -> None:
+    base_url, collection = fuzzed
+    if case.method == "POST" and case.path.startswith("/collections/{name}/"):
+        # Random names only ever reach the 404 path; aim the bodies at real documents.
+        case.path_parameters = {"name": collection}
+    case.call_and_validate(base_url=base_url, checks=[not_a_server_error], timeout=120)
