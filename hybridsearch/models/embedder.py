@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,9 +16,9 @@ import numpy.typing as npt
 
 from hybridsearch.errors import EmbeddingError, InvalidInputError, ModelError
 from hybridsearch.models.resolve import (
+    SharedModels,
     configure_torch_threads,
     load_failure_message,
-    looks_like_path,
     resolve_model_path,
 )
 
@@ -28,31 +27,18 @@ if TYPE_CHECKING:
 
 ENV_VAR = "HYBRIDSEARCH_EMBEDDING_MODEL"
 
-_cache_lock = threading.Lock()
-_cache: dict[tuple[str, str], SentenceTransformer] = {}
+
+def _load(resolved: str, device: str, local_files_only: bool) -> SentenceTransformer:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolved, device=device, local_files_only=local_files_only)
+    model.eval()
+    return model
 
 
-def _load_shared(resolved: str, device: str) -> SentenceTransformer:
-    """Return the process-wide model for (resolved, device), loading it on first use."""
-    key = (resolved, device)
-    with _cache_lock:
-        model = _cache.get(key)
-        if model is None:
-            if looks_like_path(resolved) and not Path(resolved).expanduser().exists():
-                raise FileNotFoundError(resolved)
-            from sentence_transformers import SentenceTransformer
-
-            local = Path(resolved).expanduser().is_dir()
-            model = SentenceTransformer(resolved, device=device, local_files_only=local)
-            model.eval()
-            _cache[key] = model
-        return model
-
-
-def clear_model_cache() -> None:
-    """Forget every cached embedding model (they are freed once no Embedder holds them)."""
-    with _cache_lock:
-        _cache.clear()
+#: One loaded embedding model per (resolved name or path, device), shared by every Embedder.
+_models: SharedModels[SentenceTransformer] = SharedModels(_load)
+clear_model_cache = _models.clear
 
 
 class Embedder:
@@ -122,7 +108,7 @@ class Embedder:
                     configure_torch_threads(self._torch_threads)
                 resolved = resolve_model_path(self._model_id)
                 try:
-                    self._model = _load_shared(resolved, self._device)
+                    self._model = _models.get(resolved, self._device)
                 except Exception as exc:
                     message = load_failure_message(
                         "embedding model", self._model_id, resolved, exc, ENV_VAR

