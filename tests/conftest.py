@@ -7,6 +7,8 @@ there and creates uniquely named collections, dropping them afterwards.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,14 +28,16 @@ SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     """URL of a database with the hybridsearch schema installed."""
     dsn = os.environ.get("HYBRIDSEARCH_TEST_DSN")
     data_dir = None
     if dsn:
         url = dsn
     else:
-        data_dir = tmp_path_factory.mktemp("embedded")
+        # Not under pytest's basetemp: pytest deletes old basetemps when another session
+        # starts, which would pull the data directory from under a running server.
+        data_dir = Path(tempfile.mkdtemp(prefix="hybridsearch-test-pg-"))
         url = embedded_database_url(data_dir)
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
@@ -44,6 +48,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     if data_dir is not None:
         stop_embedded_server(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +98,6 @@ def trained_reranker(scifact_dir: Path) -> Path:
     Cached in the system temp dir keyed by its training parameters; built in about two
     minutes on 2 cores when absent.
     """
-    import tempfile
-
     from tests.model_fixtures import build_test_reranker
 
     cache = Path(tempfile.gettempdir()) / "hybridsearch-test-reranker"
