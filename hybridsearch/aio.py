@@ -300,7 +300,14 @@ class AsyncHybridSearch:
             timings["candidates"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             top, reranked, note = await asyncio.to_thread(
-                search_db.rerank_candidates, candidates, options, self.reranker, rerank
+                search_db.rerank_candidates,
+                candidates,
+                options,
+                self.reranker,
+                rerank,
+                None
+                if self.settings.rerank_timeout_ms is None
+                else self.settings.rerank_timeout_ms / 1000,
             )
             timings["rerank"] = (time.perf_counter() - t) * 1000
             top = await db.add_snippets(conn, target, options.query, top)

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 import numpy as np
+import psycopg
+from psycopg_pool import PoolTimeout
 
 from hybridsearch import collections as collections_db
 from hybridsearch.collections import Collection, CollectionSettings, CollectionStats, Distance
 from hybridsearch.config import Settings
 from hybridsearch.db import migrate
 from hybridsearch.db.connection import database_url, open_pool
-from hybridsearch.errors import SchemaNotInstalledError
+from hybridsearch.errors import DatabaseError, SchemaNotInstalledError
 from hybridsearch.ingest import Document, IngestReport, delete_documents, ingest_documents
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.search import Mode, SearchResult, run_search, validate_options
+
+
+def _seconds(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000
 
 
 class HybridSearch:
@@ -46,7 +53,11 @@ class HybridSearch:
                 "the hybridsearch schema is not installed in this database; "
                 "run `hybridsearch db upgrade` first"
             )
-        self._pool = open_pool(self.url)
+        self._pool = open_pool(
+            self.url,
+            max_size=self.settings.pool_size,
+            timeout_s=self.settings.pool_timeout_ms / 1000,
+        )
         self._embedders: dict[tuple[str, str | None, str | None], Embedder] = {}
         reranker = reranker if reranker is not None else self.settings.reranker_model
         self.reranker = self._make_reranker(reranker) if isinstance(reranker, str) else reranker
@@ -66,6 +77,18 @@ class HybridSearch:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection, or a DatabaseError when none frees up in time."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            raise DatabaseError(
+                f"connection pool exhausted: all {self._pool.max_size} connections stayed busy "
+                f"for {self._pool.timeout:g} s; raise HYBRIDSEARCH_POOL_SIZE or retry later"
+            ) from None
 
     # -- models --------------------------------------------------------------------------
 
@@ -112,7 +135,7 @@ class HybridSearch:
             document_prompt=settings.document_prompt,
             torch_threads=self.settings.torch_threads,
         )
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return collections_db.create_collection(
                 conn,
                 name,
@@ -126,11 +149,11 @@ class HybridSearch:
             )
 
     def get_collection(self, name: str) -> Collection:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return collections_db.get_collection(conn, name)
 
     def list_collections(self) -> list[CollectionStats]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return collections_db.list_collections(conn)
 
     def update_collection_settings(self, name: str, **changes: Any) -> Collection:
@@ -141,11 +164,11 @@ class HybridSearch:
         """
         current = self.get_collection(name).settings
         updated = replace(current, **changes)
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return collections_db.update_settings(conn, name, updated)
 
     def drop_collection(self, name: str) -> bool:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return collections_db.drop_collection(conn, name)
 
     # -- documents -----------------------------------------------------------------------
@@ -164,7 +187,7 @@ class HybridSearch:
         ``tenant`` owns the documents when one collection serves many tenants.
         """
         target = self.get_collection(collection)
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return ingest_documents(
                 conn,
                 target,
@@ -178,7 +201,7 @@ class HybridSearch:
 
     def delete_documents(self, collection: str, ids: Sequence[str], *, tenant: str = "") -> int:
         target = self.get_collection(collection)
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return delete_documents(conn, target, ids, tenant)
 
     # -- search --------------------------------------------------------------------------
@@ -220,7 +243,7 @@ class HybridSearch:
             max_query_chars=self.settings.max_query_chars,
             tenant=tenant,
         )
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return run_search(
                 conn,
                 target,
@@ -230,4 +253,5 @@ class HybridSearch:
                 reranker=self.reranker,
                 rerank=rerank,
                 statement_timeout_ms=self.settings.statement_timeout_ms,
+                rerank_timeout_s=_seconds(self.settings.rerank_timeout_ms),
             )

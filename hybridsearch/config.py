@@ -11,6 +11,9 @@
 | HYBRIDSEARCH_MAX_QUERY_CHARS | 4096 | longest accepted query string |
 | HYBRIDSEARCH_MAX_DOCUMENT_CHARS | 2000000 | longest accepted document text |
 | HYBRIDSEARCH_STATEMENT_TIMEOUT_MS | 30000 | per-statement timeout for searches |
+| HYBRIDSEARCH_RERANK_TIMEOUT_MS | unset | budget for the rerank stage; past it, fused order |
+| HYBRIDSEARCH_POOL_SIZE | 4 | connections per client |
+| HYBRIDSEARCH_POOL_TIMEOUT_MS | 30000 | wait for a free connection before failing |
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class Settings:
     max_query_chars: int = 4096
     max_document_chars: int = 2_000_000
     statement_timeout_ms: int = 30_000
+    rerank_timeout_ms: int | None = None
+    pool_size: int = 4
+    pool_timeout_ms: int = 30_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,4 +84,11 @@ class Settings:
             statement_timeout_ms=_int(
                 env, "HYBRIDSEARCH_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms
             ),
+            rerank_timeout_ms=(
+                _int(env, "HYBRIDSEARCH_RERANK_TIMEOUT_MS", 1)
+                if env.get("HYBRIDSEARCH_RERANK_TIMEOUT_MS")
+                else None
+            ),
+            pool_size=_int(env, "HYBRIDSEARCH_POOL_SIZE", defaults.pool_size),
+            pool_timeout_ms=_int(env, "HYBRIDSEARCH_POOL_TIMEOUT_MS", defaults.pool_timeout_ms),
         )

@@ -302,7 +302,11 @@ def _reorder(candidates: list[Hit], scores: list[float], top_n: int) -> list[Hit
 
 
 def rerank_candidates(
-    candidates: list[Hit], options: SearchOptions, reranker: Reranker | None, rerank: bool
+    candidates: list[Hit],
+    options: SearchOptions,
+    reranker: Reranker | None,
+    rerank: bool,
+    timeout_s: float | None = None,
 ) -> tuple[list[Hit], bool, str | None]:
     """The TopN, whether the reranker ordered them, and a note when it did not."""
     if not rerank:
@@ -310,7 +314,9 @@ def rerank_candidates(
         return candidates[: options.top_n], False, note
     if not candidates:
         return [], False, None
-    outcome = rerank_safely(reranker, options.query, [h.text for h in candidates])
+    outcome = rerank_safely(
+        reranker, options.query, [h.text for h in candidates], timeout_s=timeout_s
+    )
     if outcome.scores is None:
         return candidates[: options.top_n], False, outcome.note
     top = _reorder(candidates, [float(s) for s in outcome.scores], options.top_n)
@@ -349,6 +355,7 @@ def run_search(
     reranker: Reranker | None,
     rerank: bool,
     statement_timeout_ms: int,
+    rerank_timeout_s: float | None = None,
 ) -> SearchResult:
     """Run one validated search through every stage and report what each did."""
     started = time.perf_counter()
@@ -368,7 +375,7 @@ def run_search(
     timings["candidates"] = (time.perf_counter() - t) * 1000
 
     t = time.perf_counter()
-    top, reranked, note = rerank_candidates(candidates, options, reranker, rerank)
+    top, reranked, note = rerank_candidates(candidates, options, reranker, rerank, rerank_timeout_s)
     timings["rerank"] = (time.perf_counter() - t) * 1000
     top = add_snippets(conn, collection, options.query, top)
     timings["total"] = (time.perf_counter() - started) * 1000

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -160,11 +162,23 @@ class RerankOutcome:
     note: str | None
 
 
-def rerank_safely(reranker: Reranker | None, query: str, passages: Sequence[str]) -> RerankOutcome:
+# Scoring runs here when a timeout is set; a call that runs over keeps its thread
+# (torch cannot be interrupted) but the search goes on without it.
+_scoring_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hybridsearch-rerank")
+
+
+def rerank_safely(
+    reranker: Reranker | None,
+    query: str,
+    passages: Sequence[str],
+    *,
+    timeout_s: float | None = None,
+) -> RerankOutcome:
     """Score ``passages`` if possible; never raises for a missing, broken or failing model.
 
-    Invalid arguments (not strings) still raise :class:`InvalidInputError`: those are caller
-    bugs, not reranker trouble.
+    Scores of the wrong shape or with NaN/infinity count as a failure, and so does a
+    model slower than ``timeout_s``. Invalid arguments (not strings) still raise
+    :class:`InvalidInputError`: those are caller bugs, not reranker trouble.
     """
     if reranker is None:
         return RerankOutcome(
@@ -172,11 +186,30 @@ def rerank_safely(reranker: Reranker | None, query: str, passages: Sequence[str]
             "no reranker configured; results are in fused order "
             f"(set {ENV_VAR} or pass reranker=...)",
         )
+    failed = f"reranker {reranker.model_id!r}"
     try:
-        return RerankOutcome(reranker.score(query, passages), None)
+        if timeout_s is None:
+            raw = reranker.score(query, passages)
+        else:
+            raw = _scoring_threads.submit(reranker.score, query, passages).result(timeout_s)
+        scores = np.asarray(raw, dtype=np.float32).reshape(-1)
     except InvalidInputError:
         raise
-    except Exception as exc:
+    except FutureTimeoutError:
+        budget_ms = (timeout_s or 0) * 1000
         return RerankOutcome(
-            None, f"reranker {reranker.model_id!r} failed: {exc}; results are in fused order"
+            None, f"{failed} timed out after {budget_ms:.0f} ms; results are in fused order"
         )
+    except Exception as exc:
+        return RerankOutcome(None, f"{failed} failed: {exc}; results are in fused order")
+    if scores.shape != (len(passages),):
+        return RerankOutcome(
+            None,
+            f"{failed} returned {scores.size} scores for {len(passages)} passages; "
+            "results are in fused order",
+        )
+    if not np.all(np.isfinite(scores)):
+        return RerankOutcome(
+            None, f"{failed} returned NaN or infinite scores; results are in fused order"
+        )
+    return RerankOutcome(scores, None)
