@@ -181,7 +181,12 @@ def cmd_reranker(args: argparse.Namespace) -> None:
     )
     print(f"fine-tuning {args.base} on {len(pairs)} pairs for {args.steps} steps", file=sys.stderr)
     out = fine_tune_cross_encoder(
-        args.base, pairs, Path(args.out), max_steps=args.steps, batch_size=args.batch_size
+        args.base,
+        pairs,
+        Path(args.out),
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
     )
     print(out)
 
@@ -265,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--base", default="sentence-transformers/all-MiniLM-L6-v2")
     train.add_argument("--steps", type=_positive_int, default=240)
     train.add_argument("--batch-size", type=_positive_int, default=16)
+    train.add_argument("--max-length", type=_positive_int, default=256, help="tokens per pair")
     train.add_argument("--limit-queries", type=_positive_int)
     train.add_argument("--negatives", type=_positive_int, default=3)
     reranker.set_defaults(func=cmd_reranker)

@@ -22,8 +22,10 @@ $hs collections list
 
 reranker="${HYBRIDSEARCH_DATA_DIR:-$HOME/.local/share/hybridsearch}/rerankers/$(basename "$data")-minilm"
 if [ ! -f "$reranker/config.json" ]; then
+    # The recipe of the test fixture: ~2 minutes on 2 cores (see tests/model_fixtures.py).
     $hs reranker train --corpus "$data/corpus.jsonl" --queries "$data/queries.jsonl" \
-        --qrels "$data/qrels/train.tsv" --out "$reranker"
+        --qrels "$data/qrels/train.tsv" --out "$reranker" \
+        --steps 200 --max-length 64 --limit-queries 600 --negatives 1
 fi
 
 export HYBRIDSEARCH_TORCH_THREADS=1

@@ -247,10 +247,8 @@ def _held_out_pairwise_accuracy(reranker: Reranker, queries: int = 30, negatives
 
 
 @pytest.mark.slow
-def test_fine_tuned_reranker_ranks_relevant_passages_first(
-    trained_reranker_dir: Path, tiny_cross_encoder_dir: Path
-) -> None:
-    trained = _held_out_pairwise_accuracy(Reranker(str(trained_reranker_dir)))
-    untrained = _held_out_pairwise_accuracy(Reranker(str(tiny_cross_encoder_dir)))
-    assert trained >= 0.8, f"pairwise accuracy {trained:.2f} (untrained head: {untrained:.2f})"
-    assert trained > untrained + 0.15
+def test_fine_tuned_reranker_ranks_relevant_passages_first(trained_reranker_dir: Path) -> None:
+    accuracy = _held_out_pairwise_accuracy(Reranker(str(trained_reranker_dir)))
+    # Measured 0.99; MiniLM with its untrained head scores 0.47-0.53 (chance). 0.85 leaves
+    # room for numeric differences between machines without letting a broken loop pass.
+    assert accuracy >= 0.85, f"held-out pairwise accuracy {accuracy:.2f}"
