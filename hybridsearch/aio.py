@@ -305,9 +305,7 @@ class AsyncHybridSearch:
                 options,
                 self.reranker,
                 rerank,
-                None
-                if self.settings.rerank_timeout_ms is None
-                else self.settings.rerank_timeout_ms / 1000,
+                self.settings.rerank_timeout_s,
             )
             timings["rerank"] = (time.perf_counter() - t) * 1000
             top = await db.add_snippets(conn, target, options.query, top)

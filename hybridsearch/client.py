@@ -24,10 +24,6 @@ from hybridsearch.models.reranker import Reranker
 from hybridsearch.search import Mode, SearchResult, run_search, validate_options
 
 
-def _seconds(milliseconds: int | None) -> float | None:
-    return None if milliseconds is None else milliseconds / 1000
-
-
 class HybridSearch:
     """Hybrid search over one PostgreSQL database.
 
@@ -253,5 +249,5 @@ class HybridSearch:
                 reranker=self.reranker,
                 rerank=rerank,
                 statement_timeout_ms=self.settings.statement_timeout_ms,
-                rerank_timeout_s=_seconds(self.settings.rerank_timeout_ms),
+                rerank_timeout_s=self.settings.rerank_timeout_s,
             )

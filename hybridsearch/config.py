@@ -64,6 +64,11 @@ class Settings:
     pool_size: int = 4
     pool_timeout_ms: int = 30_000
 
+    @property
+    def rerank_timeout_s(self) -> float | None:
+        """The rerank budget in seconds, or None for no budget."""
+        return None if self.rerank_timeout_ms is None else self.rerank_timeout_ms / 1000
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``HYBRIDSEARCH_*`` variable, falling back to the defaults above."""
