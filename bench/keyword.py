@@ -1,4 +1,4 @@
-"""Keyword TopK latency: our BM25 (MaxScore) against a ts_rank_cd OR-query baseline.
+"""Keyword TopK latency: our BM25 (impact tiers) against a ts_rank_cd OR-query baseline.
 
     python bench/keyword.py [--chunks 1000000] [--queries 200] [--top-k 50] [--json OUT]
 

@@ -115,14 +115,11 @@ def load_chunks(
         conn.execute(
             """
             INSERT INTO hybridsearch.chunks (collection_id, document_id, ordinal, content,
-                                             metadata, embedding, fts, term_freqs, term_count)
+                                             metadata, embedding, fts)
             SELECT %s, s.document_id, s.ordinal, s.content,
                    jsonb_build_object('bucket', s.document_id %% 100), s.embedding,
-                   a.fts, hybridsearch.term_freqs(a.fts), hybridsearch.term_count(a.fts)
+                   hybridsearch.document_tsvector(%s, s.content)
             FROM bench_staging s
-            CROSS JOIN LATERAL (
-                SELECT hybridsearch.document_tsvector(%s, s.content) AS fts OFFSET 0
-            ) AS a
             """,
             (collection_id, analyzer),
         )

@@ -61,15 +61,10 @@ COPY_STAGING_SQL = (
 STAGING_TYPES = ["int8", "int4", "text", "jsonb", "vector"]
 INSERT_CHUNKS_SQL = """
     INSERT INTO hybridsearch.chunks (collection_id, document_id, tenant_id, ordinal,
-                                     content, metadata, embedding, fts, term_freqs,
-                                     term_count)
+                                     content, metadata, embedding, fts)
     SELECT %s, s.document_id, %s, s.ordinal, s.content, s.metadata, s.embedding,
-           a.fts, hybridsearch.term_freqs(a.fts), hybridsearch.term_count(a.fts)
+           hybridsearch.document_tsvector(%s, s.content)
     FROM hybridsearch_staging s
-    -- OFFSET 0 keeps the analyzer from being inlined, and so run, three times
-    CROSS JOIN LATERAL (
-        SELECT hybridsearch.document_tsvector(%s, s.content) AS fts OFFSET 0
-    ) AS a
 """
 DELETE_DOCUMENTS_SQL = (
     "DELETE FROM hybridsearch.documents"

@@ -127,25 +127,6 @@ AS $$
     END;
 $$;
 
--- Term frequencies of a tsvector as {lexeme: count}; BM25 looks tf up here.
-CREATE FUNCTION hybridsearch.term_freqs(p_fts tsvector)
-RETURNS jsonb
-LANGUAGE sql IMMUTABLE SECURITY INVOKER
-AS $$
-    SELECT coalesce(
-        jsonb_object_agg(u.lexeme, coalesce(array_length(u.positions, 1), 1)), '{}'::jsonb)
-    FROM unnest(p_fts) AS u;
-$$;
-
--- Number of tokens a tsvector holds (the BM25 document length).
-CREATE FUNCTION hybridsearch.term_count(p_fts tsvector)
-RETURNS integer
-LANGUAGE sql IMMUTABLE SECURITY INVOKER
-AS $$
-    SELECT coalesce(sum(coalesce(array_length(u.positions, 1), 1)), 0)::integer
-    FROM unnest(p_fts) AS u;
-$$;
-
 -- ---------------------------------------------------------------------------------
 -- Keyword queries: web-search syntax, never an error
 --
@@ -305,7 +286,11 @@ BEGIN
         WHEN 'inner_product' THEN 'vector_ip_ops'
     END;
     EXECUTE format(
-        'CREATE TABLE hybridsearch.%I PARTITION OF hybridsearch.chunks FOR VALUES IN (%s)',
+        -- toast_tuple_target keeps the heap rows narrow (text, tsvector, embedding and
+        -- term_freqs go to TOAST), so the keyword search's posting visits, which read
+        -- only term_count, touch few pages.
+        'CREATE TABLE hybridsearch.%I PARTITION OF hybridsearch.chunks FOR VALUES IN (%s)'
+        ' WITH (toast_tuple_target = 128)',
         v_partition, v_collection.collection_id);
     EXECUTE format(
         'ALTER TABLE hybridsearch.%I ADD CONSTRAINT %I CHECK (vector_dims(embedding) = %s)',
@@ -424,104 +409,100 @@ BEGIN
 END;
 $$;
 
--- Keyword TopK: Okapi BM25 over the chunks matching p_query (web-search syntax, see
--- parse_keyword_query), optionally filtered like search_vector.
---
---   score(c) = sum over query terms t in c of
---              idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(c) / avglen))
---   idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))       (never negative)
---
--- N, avglen and df come from collection_stats and term_stats, exact in this snapshot.
--- Evaluation is exact and uses MaxScore dynamic pruning: terms are visited rarest
--- first; each step scores only chunks holding the step's term and none of the earlier
--- ones, and the loop stops as soon as the unvisited terms together (at most
--- idf * (k1 + 1) each) cannot lift an unseen chunk above the current K-th score. The
--- common terms of a query, whose postings are longest, are therefore rarely read.
-CREATE FUNCTION hybridsearch.search_keyword(
-    p_collection text,
-    p_query text,
-    p_top_k integer DEFAULT 50,
-    p_filter jsonb DEFAULT NULL
+-- BM25 weight of one term in one chunk, before idf: tf (k1 + 1) / (tf + k1 (1 - b + b dl/avgdl)).
+CREATE FUNCTION hybridsearch.bm25_weight(
+    p_tf double precision,
+    p_length double precision,
+    p_avglen double precision,
+    p_k1 double precision,
+    p_b double precision
 )
-RETURNS TABLE (chunk_id bigint, keyword_rank integer, keyword_score double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT p_tf * (p_k1 + 1) / (p_tf + p_k1 * (1 - p_b + p_b * p_length / p_avglen));
+$$;
+
+-- A jsonb value read once: a TOASTed column referenced inside a per-row subquery is
+-- fetched and decompressed again for every reference (every query term).
+CREATE FUNCTION hybridsearch.detoasted(p_value jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT '{}'::jsonb || p_value;
+$$;
+
+-- Exact BM25 scores of the given chunks for the given terms.
+CREATE FUNCTION hybridsearch.bm25_scores(
+    p_collection_id integer,
+    p_chunk_ids bigint[],
+    p_terms text[],
+    p_idf double precision[],
+    p_k1 double precision,
+    p_b double precision,
+    p_avglen double precision
+)
+RETURNS TABLE (chunk_id bigint, score double precision)
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT c.chunk_id,
+           (SELECT sum(q.idf * hybridsearch.bm25_weight(
+                       (d.term_freqs ->> q.term)::double precision, c.term_count,
+                       p_avglen, p_k1, p_b))
+            FROM unnest(p_terms, p_idf) AS q(term, idf))
+    FROM hybridsearch.chunks AS c
+    CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
+    WHERE c.collection_id = p_collection_id AND c.chunk_id = ANY (p_chunk_ids);
+$$;
+
+-- Exact top K by BM25 with MaxScore pruning over the full-text GIN index: terms are
+-- visited rarest first, each step scores only the chunks holding that term and none
+-- of the earlier ones, and the loop stops once the unvisited terms' bounds cannot beat
+-- the K-th score. Serves queries with required phrases or exclusions, which it checks
+-- with @@ on every candidate. Terms come sorted by idf, highest first.
+CREATE FUNCTION hybridsearch.keyword_topk_maxscore(
+    p_collection_id integer,
+    p_terms text[],
+    p_idf double precision[],
+    p_k1 double precision,
+    p_b double precision,
+    p_avglen double precision,
+    p_top_k integer,
+    p_required tsquery,
+    p_excluded tsquery,
+    p_filter jsonb,
+    p_tenant text
+)
+RETURNS TABLE (chunk_id bigint, score double precision)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 AS $$
 DECLARE
-    v_collection hybridsearch.collections := hybridsearch.get_collection(p_collection);
-    v_query      hybridsearch.keyword_query;
-    v_k1         double precision := v_collection.bm25_k1;
-    v_b          double precision := v_collection.bm25_b;
-    v_chunks     double precision;
-    v_avglen     double precision;
-    v_terms      text[];
-    v_idf        double precision[];
-    v_bound      double precision[];
     v_remaining  double precision;
-    v_step       tsquery;
     v_ids        bigint[] := '{}';
     v_scores     double precision[] := '{}';
     v_threshold  double precision := 0;
-    v_tenant     text := hybridsearch.current_tenant();
 BEGIN
-    PERFORM hybridsearch.check_top_k(p_top_k);
-    PERFORM hybridsearch.check_filter(p_filter);
-    v_query := hybridsearch.parse_keyword_query(v_collection.analyzer, p_query);
-    IF cardinality(v_query.terms) = 0 THEN
-        RETURN;  -- nothing searchable (stop words, punctuation): an empty branch
-    END IF;
-
-    SELECT sum(s.chunks), sum(s.terms)::double precision / nullif(sum(s.chunks), 0)
-    INTO v_chunks, v_avglen
-    FROM hybridsearch.collection_stats AS s
-    WHERE s.collection_id = v_collection.collection_id;
-    IF coalesce(v_chunks, 0) = 0 THEN
-        RETURN;
-    END IF;
-
-    -- Query terms present in the collection, rarest (highest bound) first.
-    SELECT array_agg(t.term ORDER BY t.idf DESC, t.term),
-           array_agg(t.idf ORDER BY t.idf DESC, t.term),
-           array_agg(t.idf * (v_k1 + 1) ORDER BY t.idf DESC, t.term)
-    INTO v_terms, v_idf, v_bound
-    FROM (
-        SELECT q.term, ln(1 + (v_chunks - d.df + 0.5) / (d.df + 0.5)) AS idf
-        FROM unnest(v_query.terms) AS q(term)
-        CROSS JOIN LATERAL (
-            SELECT sum(ts.df)::double precision AS df
-            FROM hybridsearch.term_stats AS ts
-            WHERE ts.collection_id = v_collection.collection_id AND ts.term = q.term
-        ) AS d
-        WHERE d.df > 0
-    ) AS t;
-    IF v_terms IS NULL THEN
-        RETURN;
-    END IF;
-    SELECT sum(x) INTO v_remaining FROM unnest(v_bound) AS x;
-
-    FOR i IN 1 .. cardinality(v_terms) LOOP
+    SELECT sum(idf * (p_k1 + 1)) INTO v_remaining FROM unnest(p_idf) AS idf;
+    FOR i IN 1 .. cardinality(p_terms) LOOP
         -- Strict: a chunk tying the K-th score could still win on chunk_id.
         EXIT WHEN cardinality(v_ids) = p_top_k AND v_remaining < v_threshold;
-        -- Chunks holding this term (an exact GIN lookup) but none of the terms already
-        -- visited (checked on term_freqs, which scoring reads anyway).
-        v_step := hybridsearch.quote_lexeme(v_terms[i])::tsquery;
-        v_remaining := v_remaining - v_bound[i];
+        v_remaining := v_remaining - p_idf[i] * (p_k1 + 1);
 
         WITH step AS (
             SELECT c.chunk_id,
-                   (SELECT sum(q.idf * (tf.v * (v_k1 + 1))
-                               / (tf.v + v_k1 * (1 - v_b + v_b * c.term_count / v_avglen)))
-                    FROM unnest(v_terms, v_idf) AS q(term, idf)
-                    CROSS JOIN LATERAL (SELECT (c.term_freqs ->> q.term)::double precision AS v)
-                         AS tf
-                    WHERE tf.v IS NOT NULL) AS score
+                   (SELECT sum(q.idf * hybridsearch.bm25_weight(
+                               (d.term_freqs ->> q.term)::double precision, c.term_count,
+                               p_avglen, p_k1, p_b))
+                    FROM unnest(p_terms, p_idf) AS q(term, idf)) AS score
             FROM hybridsearch.chunks AS c
-            WHERE c.collection_id = v_collection.collection_id
-              AND c.fts @@ v_step
-              AND NOT c.term_freqs ?| v_terms[1:i - 1]
-              AND (v_query.required IS NULL OR c.fts @@ v_query.required)
-              AND (v_query.excluded IS NULL OR NOT c.fts @@ v_query.excluded)
+            CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
+            WHERE c.collection_id = p_collection_id
+              AND c.fts @@ hybridsearch.quote_lexeme(p_terms[i])::tsquery
+              AND NOT c.term_freqs ?| p_terms[1:i - 1]
+              AND (p_required IS NULL OR c.fts @@ p_required)
+              AND (p_excluded IS NULL OR NOT c.fts @@ p_excluded)
               AND (p_filter IS NULL OR c.metadata @> p_filter)
-              AND (v_tenant IS NULL OR c.tenant_id = v_tenant)
+              AND (p_tenant IS NULL OR c.tenant_id = p_tenant)
             ORDER BY score DESC, c.chunk_id
             LIMIT p_top_k
         ),
@@ -542,9 +523,293 @@ BEGIN
         END IF;
     END LOOP;
 
-    RETURN QUERY
-    SELECT r.id, r.rnk::integer, r.score
-    FROM unnest(v_ids, v_scores) WITH ORDINALITY AS r(id, score, rnk);
+    RETURN QUERY SELECT r.id, r.score FROM unnest(v_ids, v_scores) AS r(id, score);
+END;
+$$;
+
+-- Exact top K by BM25 over the impact tiers (see hybridsearch.impact_keys), for
+-- queries made of plain words. A threshold algorithm over score-ordered blocks:
+--
+--   1. Every (term, tf bucket, length bucket) tier gets a bound: the term's idf times
+--      its BM25 weight at the bucket's highest tf (at most the term's max_tf) and the
+--      bucket's shortest length.
+--   2. Rounds visit the unvisited tiers with the best bounds, one GIN lookup each, and
+--      add each posting's contribution, computed from its tf bucket and the chunk's
+--      real length, to the chunk's lower bound; tf buckets above 8 add their lowest
+--      weight and keep the gap to their highest.
+--   3. A chunk can still gain, for each term it has not been seen with, at most that
+--      term's best unvisited bound. A chunk whose upper bound is below the K-th lower
+--      bound is dropped; a chunk never seen cannot beat the sum of those bounds, and
+--      once that sum is below the K-th lower bound the rounds stop.
+--   4. The candidates left are scored exactly from term_freqs, best upper bound first,
+--      until the K-th exact score beats every remaining upper bound.
+--
+-- Postings are read from GIN posting lists and the narrow heap rows (term_count),
+-- never the TOASTed columns, except for the final exact scoring of a few candidates.
+-- Terms come sorted by idf, highest first; at most 62 (one bit each in a bigint).
+CREATE FUNCTION hybridsearch.keyword_topk_impacts(
+    p_collection_id integer,
+    p_terms text[],
+    p_idf double precision[],
+    p_max_tf integer[],
+    p_k1 double precision,
+    p_b double precision,
+    p_avglen double precision,
+    p_min_length integer,
+    p_max_length integer,
+    p_top_k integer,
+    p_filter jsonb,
+    p_tenant text
+)
+RETURNS TABLE (chunk_id bigint, score double precision)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+-- Each tier must be one GIN lookup: on a small table the planner would rather read
+-- every row and test its impact keys once per tier, not knowing each test detoasts them.
+SET enable_seqscan = off
+AS $$
+DECLARE
+    -- The tiers, best bound first.
+    v_keys       text[];
+    v_term       integer[];
+    v_tf_low     double precision[];
+    v_tf_high    double precision[];
+    v_bound      double precision[];
+    v_next       integer := 1;  -- first unvisited tier
+    v_last       integer;
+    -- Per term, the bound of its best unvisited tier (0 once all are visited); and by
+    -- the bits of the first 6 terms a chunk was seen with, what all the terms it was
+    -- not seen with can still add.
+    v_upper      double precision[];
+    v_unseen     double precision[];
+    v_unseen_all double precision;
+    -- Candidates: chunk, lower bound, tf-bucket gap, bits of the terms seen, upper bound.
+    v_ids        bigint[] := '{}';
+    v_low        double precision[] := '{}';
+    v_gap        double precision[] := '{}';
+    v_seen       bigint[] := '{}';
+    v_high       double precision[] := '{}';
+    v_floor      double precision := 0;  -- the K-th best lower bound so far
+    -- Exact scoring of the final candidates.
+    v_batch      integer := greatest(2 * p_top_k, 100);
+    v_done       integer := 0;
+    v_top_ids    bigint[] := '{}';
+    v_top_scores double precision[] := '{}';
+BEGIN
+    SELECT array_agg(t.key), array_agg(t.term), array_agg(t.tf_low), array_agg(t.tf_high),
+           array_agg(t.bound)
+    INTO v_keys, v_term, v_tf_low, v_tf_high, v_bound
+    FROM (
+        SELECT hybridsearch.impact_key(f.low, l.bucket, q.term) AS key, q.i::integer AS term,
+               f.low::double precision AS tf_low, f.high::double precision AS tf_high,
+               q.idf * hybridsearch.bm25_weight(f.high, l.shortest, p_avglen, p_k1, p_b)
+                   AS bound
+        FROM unnest(p_terms, p_idf, p_max_tf) WITH ORDINALITY AS q(term, idf, max_tf, i)
+        CROSS JOIN LATERAL (
+            SELECT r.low, least(r.high, q.max_tf) AS high
+            FROM hybridsearch.tf_bucket_ranges() AS r
+            -- no chunk holds the term more often than its max_tf
+            WHERE r.low <= q.max_tf
+        ) AS f
+        CROSS JOIN hybridsearch.length_bucket_ranges(p_min_length, p_max_length) AS l
+        -- ... or than the chunk is long
+        WHERE f.low <= l.longest
+        ORDER BY bound DESC, term, key
+    ) AS t;
+
+    LOOP
+        EXIT WHEN v_next > cardinality(v_keys);
+        -- This round's tiers: those within 20 % of the best unvisited bound.
+        v_last := v_next;
+        WHILE v_last < cardinality(v_keys) AND v_bound[v_last + 1] >= 0.8 * v_bound[v_next] LOOP
+            v_last := v_last + 1;
+        END LOOP;
+
+        SELECT array_agg(coalesce(u.bound, 0) ORDER BY q.i)
+        INTO v_upper
+        FROM generate_series(1, cardinality(p_terms)) AS q(i)
+        LEFT JOIN (
+            SELECT t.term, max(t.bound) AS bound
+            FROM unnest(v_term[v_last + 1:], v_bound[v_last + 1:]) AS t(term, bound)
+            GROUP BY t.term
+        ) AS u ON u.term = q.i;
+        SELECT array_agg(s.total ORDER BY m.bits), max(s.total)
+        INTO v_unseen, v_unseen_all
+        FROM generate_series(0, (1 << least(cardinality(p_terms), 6)) - 1) AS m(bits)
+        CROSS JOIN LATERAL (
+            SELECT coalesce(sum(u.bound), 0) AS total
+            FROM unnest(v_upper) WITH ORDINALITY AS u(bound, i)
+            WHERE u.i > 6 OR m.bits & (1 << (u.i::integer - 1)) = 0
+        ) AS s;
+
+        WITH fetched AS (
+            SELECT c.chunk_id AS id,
+                   w.idf * hybridsearch.bm25_weight(t.tf_low, c.term_count, p_avglen, p_k1, p_b)
+                       AS low,
+                   w.idf * (hybridsearch.bm25_weight(t.tf_high, c.term_count, p_avglen, p_k1, p_b)
+                            - hybridsearch.bm25_weight(t.tf_low, c.term_count, p_avglen, p_k1, p_b))
+                       AS gap,
+                   1::bigint << (t.term - 1) AS seen
+            FROM unnest(v_keys[v_next:v_last], v_term[v_next:v_last],
+                        v_tf_low[v_next:v_last], v_tf_high[v_next:v_last])
+                     AS t(key, term, tf_low, tf_high)
+            CROSS JOIN LATERAL (SELECT p_idf[t.term] AS idf) AS w
+            CROSS JOIN LATERAL (
+                SELECT c.chunk_id, c.term_count
+                FROM hybridsearch.chunks AS c
+                WHERE c.collection_id = p_collection_id
+                  AND c.impacts @> ARRAY[t.key]
+                  AND (p_filter IS NULL OR c.metadata @> p_filter)
+                  AND (p_tenant IS NULL OR c.tenant_id = p_tenant)
+                OFFSET 0  -- a fence: one index lookup per tier, never a join over chunks
+            ) AS c
+        ),
+        merged AS (
+            SELECT m.id, sum(m.low) AS low, sum(m.gap) AS gap, bit_or(m.seen) AS seen
+            FROM (SELECT * FROM unnest(v_ids, v_low, v_gap, v_seen) AS a(id, low, gap, seen)
+                  UNION ALL
+                  SELECT * FROM fetched) AS m
+            GROUP BY m.id
+        ),
+        bounded AS (
+            SELECT merged.*,
+                   merged.low + merged.gap + v_unseen[(merged.seen & 63) + 1] AS high
+            FROM merged
+        ),
+        kth AS (
+            SELECT bounded.low FROM bounded ORDER BY bounded.low DESC
+            OFFSET p_top_k - 1 LIMIT 1
+        ),
+        kept AS (
+            SELECT bounded.*
+            FROM bounded LEFT JOIN kth ON true
+            WHERE bounded.high >= greatest(v_floor, kth.low)
+            ORDER BY bounded.high DESC
+        )
+        SELECT coalesce(array_agg(kept.id), '{}'), coalesce(array_agg(kept.low), '{}'),
+               coalesce(array_agg(kept.gap), '{}'), coalesce(array_agg(kept.seen), '{}'),
+               coalesce(array_agg(kept.high), '{}'),
+               greatest(v_floor, (SELECT kth.low FROM kth))
+        INTO v_ids, v_low, v_gap, v_seen, v_high, v_floor
+        FROM kept;
+
+        v_next := v_last + 1;
+        -- Strict: an unseen chunk tying the K-th score could still win on chunk_id.
+        EXIT WHEN v_floor > v_unseen_all;
+    END LOOP;
+
+    -- Exact scores, candidates in order of their upper bound, until no candidate left
+    -- can beat (or tie) the K-th exact score.
+    LOOP
+        EXIT WHEN v_done >= cardinality(v_ids) OR v_high[v_done + 1] < v_floor;
+        EXIT WHEN cardinality(v_top_ids) = p_top_k
+              AND v_top_scores[p_top_k] > v_high[v_done + 1];
+        WITH scored AS (
+            SELECT e.chunk_id AS id, e.score
+            FROM hybridsearch.bm25_scores(
+                p_collection_id, v_ids[v_done + 1:v_done + v_batch], p_terms, p_idf,
+                p_k1, p_b, p_avglen) AS e
+        ),
+        merged AS (
+            SELECT m.id, m.score
+            FROM (SELECT * FROM unnest(v_top_ids, v_top_scores) AS b(id, score)
+                  UNION ALL
+                  SELECT * FROM scored) AS m
+            ORDER BY m.score DESC, m.id
+            LIMIT p_top_k
+        )
+        SELECT array_agg(merged.id ORDER BY merged.score DESC, merged.id),
+               array_agg(merged.score ORDER BY merged.score DESC, merged.id)
+        INTO v_top_ids, v_top_scores
+        FROM merged;
+        v_done := v_done + v_batch;
+    END LOOP;
+
+    RETURN QUERY SELECT r.id, r.score FROM unnest(v_top_ids, v_top_scores) AS r(id, score);
+END;
+$$;
+
+-- Keyword TopK: Okapi BM25 over the chunks matching p_query (web-search syntax, see
+-- parse_keyword_query), optionally filtered like search_vector.
+--
+--   score(c) = sum over query terms t in c of
+--              idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(c) / avglen))
+--   idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))       (never negative)
+--
+-- N, avglen and df come from collection_stats and term_stats, exact in this snapshot.
+-- Evaluation is exact with dynamic pruning: plain word queries walk the impact tiers
+-- (keyword_topk_impacts); queries with required phrases or exclusions use MaxScore
+-- over the full-text index (keyword_topk_maxscore).
+CREATE FUNCTION hybridsearch.search_keyword(
+    p_collection text,
+    p_query text,
+    p_top_k integer DEFAULT 50,
+    p_filter jsonb DEFAULT NULL
+)
+RETURNS TABLE (chunk_id bigint, keyword_rank integer, keyword_score double precision)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_collection hybridsearch.collections := hybridsearch.get_collection(p_collection);
+    v_query      hybridsearch.keyword_query;
+    v_chunks     double precision;
+    v_avglen     double precision;
+    v_min_length integer;
+    v_max_length integer;
+    v_terms      text[];
+    v_idf        double precision[];
+    v_max_tf     integer[];
+    v_tenant     text := hybridsearch.current_tenant();
+BEGIN
+    PERFORM hybridsearch.check_top_k(p_top_k);
+    PERFORM hybridsearch.check_filter(p_filter);
+    v_query := hybridsearch.parse_keyword_query(v_collection.analyzer, p_query);
+    IF cardinality(v_query.terms) = 0 THEN
+        RETURN;  -- nothing searchable (stop words, punctuation): an empty branch
+    END IF;
+
+    SELECT sum(s.chunks), sum(s.terms)::double precision / nullif(sum(s.chunks), 0),
+           min(s.min_terms), max(s.max_terms)
+    INTO v_chunks, v_avglen, v_min_length, v_max_length
+    FROM hybridsearch.collection_stats AS s
+    WHERE s.collection_id = v_collection.collection_id;
+    IF coalesce(v_chunks, 0) = 0 OR v_avglen = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Query terms present in the collection, rarest (highest idf) first.
+    SELECT array_agg(t.term ORDER BY t.idf DESC, t.term),
+           array_agg(t.idf ORDER BY t.idf DESC, t.term),
+           array_agg(t.max_tf ORDER BY t.idf DESC, t.term)
+    INTO v_terms, v_idf, v_max_tf
+    FROM (
+        SELECT q.term, ln(1 + (v_chunks - d.df + 0.5) / (d.df + 0.5)) AS idf, d.max_tf
+        FROM unnest(v_query.terms) AS q(term)
+        CROSS JOIN LATERAL (
+            SELECT sum(ts.df)::double precision AS df, max(ts.max_tf) AS max_tf
+            FROM hybridsearch.term_stats AS ts
+            WHERE ts.collection_id = v_collection.collection_id AND ts.term = q.term
+        ) AS d
+        WHERE d.df > 0
+    ) AS t;
+    IF v_terms IS NULL THEN
+        RETURN;
+    END IF;
+
+    IF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 62 THEN
+        RETURN QUERY
+        SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
+        FROM hybridsearch.keyword_topk_impacts(
+            v_collection.collection_id, v_terms, v_idf, v_max_tf, v_collection.bm25_k1,
+            v_collection.bm25_b, v_avglen, v_min_length, v_max_length, p_top_k, p_filter,
+            v_tenant) AS r;
+    ELSE
+        RETURN QUERY
+        SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
+        FROM hybridsearch.keyword_topk_maxscore(
+            v_collection.collection_id, v_terms, v_idf, v_collection.bm25_k1,
+            v_collection.bm25_b, v_avglen, p_top_k, v_query.required, v_query.excluded,
+            p_filter, v_tenant) AS r;
+    END IF;
 END;
 $$;
 

@@ -48,6 +48,103 @@ CREATE TABLE hybridsearch.documents (
     UNIQUE (collection_id, tenant_id, external_id)
 );
 
+-- ---------------------------------------------------------------------------------
+-- What BM25 needs from a chunk's tsvector, derived by generated columns on chunks.
+-- ---------------------------------------------------------------------------------
+
+-- Term frequencies of a tsvector as {lexeme: count}; exact BM25 scoring reads tf here.
+CREATE FUNCTION hybridsearch.term_freqs(p_fts tsvector)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT coalesce(
+        jsonb_object_agg(u.lexeme, coalesce(array_length(u.positions, 1), 1)), '{}'::jsonb)
+    FROM unnest(p_fts) AS u;
+$$;
+
+-- Number of tokens a tsvector holds (the BM25 document length).
+CREATE FUNCTION hybridsearch.term_count(p_fts tsvector)
+RETURNS integer
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT coalesce(sum(coalesce(array_length(u.positions, 1), 1)), 0)::integer
+    FROM unnest(p_fts) AS u;
+$$;
+
+-- Impact tiers. A term's BM25 contribution grows with its frequency tf in the chunk and
+-- shrinks with the chunk's length; both are bucketed so that each (term, tf bucket,
+-- length bucket) is one GIN key whose posting list holds the chunks of that tier. The
+-- keyword search visits tiers in order of their score bound (the best a chunk in the
+-- tier can get for the term) and stops once no unvisited tier can change the top K:
+-- impact-ordered postings, with the ordering done by the index key.
+--
+-- tf buckets: 1..8 exactly, then 9, 12, 16, 24, 32, 48, 64, 128 (each up to the next);
+-- positions, and so tf, stop at 256 in a tsvector.
+CREATE FUNCTION hybridsearch.tf_buckets()
+RETURNS integer[]
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT '{1,2,3,4,5,6,7,8,9,12,16,24,32,48,64,128}'::integer[];
+$$;
+
+CREATE FUNCTION hybridsearch.tf_bucket_ranges()
+RETURNS TABLE (low integer, high integer)
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT b.low, coalesce(lead(b.low) OVER (ORDER BY b.low) - 1, 256)
+    FROM unnest(hybridsearch.tf_buckets()) AS b(low);
+$$;
+
+-- Length buckets: half powers of two, floor(2 * log2(length)); bucket n holds lengths
+-- from ceil(2^(n/2)).
+CREATE FUNCTION hybridsearch.length_bucket(p_length integer)
+RETURNS integer
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT floor(2 * log(2, greatest(p_length, 1)::numeric))::integer;
+$$;
+
+-- The length buckets that chunks between p_shortest and p_longest fall in, with the
+-- lengths each can hold in that range.
+CREATE FUNCTION hybridsearch.length_bucket_ranges(p_shortest integer, p_longest integer)
+RETURNS TABLE (bucket integer, shortest double precision, longest double precision)
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT b.n,
+           greatest(p_shortest, ceil(2.0::double precision ^ (b.n / 2.0))),
+           least(p_longest, ceil(2.0::double precision ^ ((b.n + 1) / 2.0)) - 1)
+    FROM generate_series(hybridsearch.length_bucket(p_shortest),
+                         hybridsearch.length_bucket(p_longest)) AS b(n);
+$$;
+
+-- The impact key of a term in a tier: '<tf bucket> <length bucket> <lexeme>'.
+CREATE FUNCTION hybridsearch.impact_key(p_tf_bucket integer, p_length_bucket integer,
+                                        p_lexeme text)
+RETURNS text
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT p_tf_bucket || ' ' || p_length_bucket || ' ' || p_lexeme;
+$$;
+
+-- One impact key per distinct term of a tsvector.
+CREATE FUNCTION hybridsearch.impact_keys(p_fts tsvector)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    WITH terms AS (
+        SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf
+        FROM unnest(p_fts) AS u
+    ),
+    chunk AS (
+        SELECT hybridsearch.length_bucket(coalesce(sum(terms.tf), 0)::integer) AS bucket
+        FROM terms
+    )
+    SELECT coalesce(array_agg(hybridsearch.impact_key(
+               (SELECT max(b) FROM unnest(hybridsearch.tf_buckets()) AS b WHERE b <= terms.tf),
+               chunk.bucket, terms.lexeme)), '{}')
+    FROM terms, chunk;
+$$;
+
 CREATE SEQUENCE hybridsearch.chunk_id_seq AS bigint;
 
 CREATE TABLE hybridsearch.chunks (
@@ -63,11 +160,16 @@ CREATE TABLE hybridsearch.chunks (
     embedding     vector NOT NULL,
     -- Full-text representation under the collection's analyzer (matching, phrases) ...
     fts           tsvector NOT NULL,
-    -- ... and its term frequencies and length, so BM25 reads tf with one jsonb lookup.
-    term_freqs    jsonb NOT NULL,
-    term_count    integer NOT NULL CHECK (term_count >= 0),
-    PRIMARY KEY (collection_id, chunk_id),
-    UNIQUE (collection_id, document_id, ordinal),
+    -- ... and what BM25 derives from it: tf per term, the length, the impact keys.
+    term_freqs    jsonb NOT NULL GENERATED ALWAYS AS (hybridsearch.term_freqs(fts)) STORED,
+    term_count    integer NOT NULL GENERATED ALWAYS AS (hybridsearch.term_count(fts)) STORED,
+    impacts       text[] NOT NULL GENERATED ALWAYS AS (hybridsearch.impact_keys(fts)) STORED,
+    -- collection_id is in every key (a Citus distribution column) but not first: inside
+    -- a partition it is constant, and a leading constant column would let the planner
+    -- answer "collection_id = $1 AND <GIN condition>" from these btrees when it
+    -- underestimates the partition, e.g. before the first ANALYZE.
+    PRIMARY KEY (chunk_id, collection_id),
+    UNIQUE (document_id, ordinal, collection_id),
     FOREIGN KEY (collection_id, document_id)
         REFERENCES hybridsearch.documents (collection_id, document_id) ON DELETE CASCADE
 ) PARTITION BY LIST (collection_id);
@@ -76,6 +178,10 @@ ALTER SEQUENCE hybridsearch.chunk_id_seq OWNED BY hybridsearch.chunks.chunk_id;
 
 -- Indexes declared on the parent are created on every partition.
 CREATE INDEX chunks_fts_idx ON hybridsearch.chunks USING gin (fts);
+-- No pending list: a keyword search makes one lookup per impact tier, and each lookup
+-- would scan the whole unmerged pending list.
+CREATE INDEX chunks_impacts_idx ON hybridsearch.chunks USING gin (impacts)
+    WITH (fastupdate = off);
 CREATE INDEX chunks_metadata_idx ON hybridsearch.chunks USING gin (metadata jsonb_path_ops);
 
 -- BM25 corpus statistics, kept exact and transactional by statement triggers on chunks.
@@ -87,6 +193,10 @@ CREATE TABLE hybridsearch.collection_stats (
     shard         smallint NOT NULL,
     chunks        bigint NOT NULL,
     terms         bigint NOT NULL,
+    -- Shortest and longest chunk ever added (deletes leave them): the range of length
+    -- buckets a keyword search has to consider.
+    min_terms     integer NOT NULL,
+    max_terms     integer NOT NULL,
     PRIMARY KEY (collection_id, shard)
 );
 
@@ -97,6 +207,9 @@ CREATE TABLE hybridsearch.term_stats (
     shard         smallint NOT NULL,
     -- number of chunks containing the term (document frequency, per shard)
     df            bigint NOT NULL,
+    -- highest tf of the term in any chunk ever added (deletes leave it): bounds the
+    -- impact tiers a keyword search has to consider
+    max_tf        integer NOT NULL,
     PRIMARY KEY (collection_id, term, shard)
 );
 
@@ -113,19 +226,25 @@ LANGUAGE plpgsql SECURITY INVOKER
 AS $$
 BEGIN
     -- ORDER BY gives every writer the same lock order, so upserts cannot deadlock.
-    INSERT INTO hybridsearch.collection_stats AS s (collection_id, shard, chunks, terms)
-    SELECT n.collection_id, hybridsearch.stats_shard(), count(*), sum(n.term_count)
+    INSERT INTO hybridsearch.collection_stats AS s
+        (collection_id, shard, chunks, terms, min_terms, max_terms)
+    SELECT n.collection_id, hybridsearch.stats_shard(), count(*), sum(n.term_count),
+           min(n.term_count), max(n.term_count)
     FROM new_chunks n
     GROUP BY n.collection_id
     ORDER BY n.collection_id
     ON CONFLICT (collection_id, shard) DO UPDATE
-        SET chunks = s.chunks + EXCLUDED.chunks, terms = s.terms + EXCLUDED.terms;
-    INSERT INTO hybridsearch.term_stats AS t (collection_id, term, shard, df)
-    SELECT n.collection_id, lexeme, hybridsearch.stats_shard(), count(*)
-    FROM new_chunks n, unnest(pg_catalog.tsvector_to_array(n.fts)) AS lexeme
-    GROUP BY n.collection_id, lexeme
-    ORDER BY n.collection_id, lexeme
-    ON CONFLICT (collection_id, term, shard) DO UPDATE SET df = t.df + EXCLUDED.df;
+        SET chunks = s.chunks + EXCLUDED.chunks, terms = s.terms + EXCLUDED.terms,
+            min_terms = least(s.min_terms, EXCLUDED.min_terms),
+            max_terms = greatest(s.max_terms, EXCLUDED.max_terms);
+    INSERT INTO hybridsearch.term_stats AS t (collection_id, term, shard, df, max_tf)
+    SELECT n.collection_id, u.lexeme, hybridsearch.stats_shard(), count(*),
+           max(coalesce(array_length(u.positions, 1), 1))
+    FROM new_chunks n, unnest(n.fts) AS u
+    GROUP BY n.collection_id, u.lexeme
+    ORDER BY n.collection_id, u.lexeme
+    ON CONFLICT (collection_id, term, shard) DO UPDATE
+        SET df = t.df + EXCLUDED.df, max_tf = greatest(t.max_tf, EXCLUDED.max_tf);
     RETURN NULL;
 END;
 $$;
@@ -135,19 +254,23 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER
 AS $$
 BEGIN
-    INSERT INTO hybridsearch.collection_stats AS s (collection_id, shard, chunks, terms)
-    SELECT o.collection_id, hybridsearch.stats_shard(), -count(*), -sum(o.term_count)
+    INSERT INTO hybridsearch.collection_stats AS s
+        (collection_id, shard, chunks, terms, min_terms, max_terms)
+    SELECT o.collection_id, hybridsearch.stats_shard(), -count(*), -sum(o.term_count),
+           min(o.term_count), max(o.term_count)
     FROM old_chunks o
     GROUP BY o.collection_id
     ORDER BY o.collection_id
     ON CONFLICT (collection_id, shard) DO UPDATE
         SET chunks = s.chunks + EXCLUDED.chunks, terms = s.terms + EXCLUDED.terms;
-    INSERT INTO hybridsearch.term_stats AS t (collection_id, term, shard, df)
-    SELECT o.collection_id, lexeme, hybridsearch.stats_shard(), -count(*)
-    FROM old_chunks o, unnest(pg_catalog.tsvector_to_array(o.fts)) AS lexeme
-    GROUP BY o.collection_id, lexeme
-    ORDER BY o.collection_id, lexeme
-    ON CONFLICT (collection_id, term, shard) DO UPDATE SET df = t.df + EXCLUDED.df;
+    INSERT INTO hybridsearch.term_stats AS t (collection_id, term, shard, df, max_tf)
+    SELECT o.collection_id, u.lexeme, hybridsearch.stats_shard(), -count(*),
+           max(coalesce(array_length(u.positions, 1), 1))
+    FROM old_chunks o, unnest(o.fts) AS u
+    GROUP BY o.collection_id, u.lexeme
+    ORDER BY o.collection_id, u.lexeme
+    ON CONFLICT (collection_id, term, shard) DO UPDATE
+        SET df = t.df + EXCLUDED.df, max_tf = greatest(t.max_tf, EXCLUDED.max_tf);
     RETURN NULL;
 END;
 $$;
@@ -176,7 +299,7 @@ END;
 $$;
 
 CREATE TRIGGER chunks_reject_update
-    BEFORE UPDATE OF content, fts, term_freqs, term_count ON hybridsearch.chunks
+    BEFORE UPDATE OF content, fts ON hybridsearch.chunks
     FOR EACH ROW EXECUTE FUNCTION hybridsearch.reject_chunk_update();
 
 -- Embeddings by model and chunk text, so re-ingesting or re-evaluating the same corpus

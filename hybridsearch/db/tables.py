@@ -23,6 +23,7 @@ import numpy as np
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
+    Computed,
     DateTime,
     Double,
     ForeignKeyConstraint,
@@ -37,7 +38,7 @@ from sqlalchemy import (
     func,
     literal,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.selectable import TableValuedAlias
 
@@ -114,8 +115,12 @@ class ChunkRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
     embedding: Mapped[np.ndarray] = mapped_column(Vector())
     fts: Mapped[str] = mapped_column(TSVECTOR)
-    term_freqs: Mapped[dict[str, Any]]
-    term_count: Mapped[int]
+    # Generated from fts by the database; read-only here.
+    term_freqs: Mapped[dict[str, Any]] = mapped_column(Computed("hybridsearch.term_freqs(fts)"))
+    term_count: Mapped[int] = mapped_column(Computed("hybridsearch.term_count(fts)"))
+    impacts: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), Computed("hybridsearch.impact_keys(fts)")
+    )
 
 
 class CollectionStatsRow(Base):
@@ -130,6 +135,8 @@ class CollectionStatsRow(Base):
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     chunks: Mapped[int] = mapped_column(BigInteger)
     terms: Mapped[int] = mapped_column(BigInteger)
+    min_terms: Mapped[int]
+    max_terms: Mapped[int]
 
 
 class TermStatsRow(Base):
@@ -144,6 +151,7 @@ class TermStatsRow(Base):
     term: Mapped[str] = mapped_column(primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     df: Mapped[int] = mapped_column(BigInteger)
+    max_tf: Mapped[int]
 
 
 class EmbeddingCacheRow(Base):

@@ -58,8 +58,11 @@ def test_rerank_orders_top_n_by_cross_encoder(
             # nothing left out outranks what was kept
             kept = {h.chunk_id for h in result.results}
             best_dropped = max(
-                (s for h, s in zip(result.candidates, _rescore(hs, query, result), strict=True)
-                 if h.chunk_id not in kept),
+                (
+                    s
+                    for h, s in zip(result.candidates, _rescore(hs, query, result), strict=True)
+                    if h.chunk_id not in kept
+                ),
                 default=-np.inf,
             )
             assert best_dropped <= min(scores) + 1e-5  # type: ignore[type-var]
@@ -72,7 +75,9 @@ def _rescore(hs: HybridSearch, query: str, result: object) -> npt.NDArray[np.flo
 
 
 def test_rerank_improves_on_fused_order(
-    settings: Settings, trained_reranker: Path, scifact_dir: Path,
+    settings: Settings,
+    trained_reranker: Path,
+    scifact_dir: Path,
     scifact_sample: tuple[str, dict[str, str]],
 ) -> None:
     """Over the held-out queries the reranked TopN finds relevant documents at least as often."""
@@ -102,7 +107,10 @@ class _NaN(Reranker):
 
 @pytest.mark.parametrize("kind", ["broken folder", "raises", "missing"])
 def test_failing_reranker_returns_fused_top_n(
-    settings: Settings, tmp_path: Path, scifact_sample: tuple[str, dict[str, str]], kind: str,
+    settings: Settings,
+    tmp_path: Path,
+    scifact_sample: tuple[str, dict[str, str]],
+    kind: str,
     trained_reranker: Path,
 ) -> None:
     name, queries = scifact_sample

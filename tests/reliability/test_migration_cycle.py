@@ -122,12 +122,11 @@ def _bulk_chunks(conn: psycopg.Connection, collection: Collection) -> None:
                 RETURNING document_id
             )
             INSERT INTO hybridsearch.chunks
-                (collection_id, document_id, ordinal, content, metadata, embedding, fts,
-                 term_freqs, term_count)
+                (collection_id, document_id, ordinal, content, metadata, embedding, fts)
             SELECT %(c)s, docs.document_id, i, 'bulk chunk ' || i, '{}',
                    ARRAY[sin(docs.document_id * 101 + i), cos(docs.document_id * 7 + i),
                          sin(i), 0.5]::vector,
-                   ''::tsvector, '{}'::jsonb, 0
+                   ''::tsvector
             FROM docs, generate_series(0, %(per)s - 1) AS i
             """,
             {"c": collection.collection_id, "docs": DOCUMENTS, "per": CHUNKS_PER_DOCUMENT},

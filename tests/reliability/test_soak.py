@@ -65,9 +65,9 @@ def test_consistency_checks_catch_torn_documents(database_url: str) -> None:
             )
             conn.execute(
                 "INSERT INTO hybridsearch.chunks (collection_id, document_id, ordinal, content,"
-                " metadata, embedding, fts, term_freqs, term_count)"
-                " SELECT collection_id, document_id, ordinal + 100, content, %s, embedding, fts,"
-                " term_freqs, term_count FROM hybridsearch.chunks"
+                " metadata, embedding, fts)"
+                " SELECT collection_id, document_id, ordinal + 100, content, %s, embedding, fts"
+                " FROM hybridsearch.chunks"
                 " WHERE collection_id = %s AND document_id = (SELECT document_id"
                 " FROM hybridsearch.documents WHERE collection_id = %s AND external_id = 'd1')"
                 " AND ordinal = 0",

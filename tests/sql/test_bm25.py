@@ -31,9 +31,9 @@ def _add_chunks(conn: psycopg.Connection, collection_id: int, docs: list[tuple[s
             RETURNING document_id, external_id
         )
         INSERT INTO hybridsearch.chunks (collection_id, document_id, ordinal, content, metadata,
-                                         embedding, fts, term_freqs, term_count)
+                                         embedding, fts)
         SELECT %(c)s, docs.document_id, 0, t.content, jsonb_build_object('id', t.id),
-               '[1,0,0]', a.fts, hybridsearch.term_freqs(a.fts), hybridsearch.term_count(a.fts)
+               '[1,0,0]', a.fts
         FROM unnest(%(ids)s::text[], %(texts)s::text[]) AS t(id, content)
         JOIN docs ON docs.external_id = t.id
         CROSS JOIN LATERAL (

@@ -33,9 +33,8 @@ def _insert(conn: psycopg.Connection, collection_id: int, rows: list) -> None:
         ).fetchone()[0]
         conn.execute(
             "INSERT INTO hybridsearch.chunks (collection_id, document_id, ordinal, content,"
-            " metadata, embedding, fts, term_freqs, term_count)"
-            " SELECT %s, %s, 0, %s, %s, %s, a.fts, hybridsearch.term_freqs(a.fts),"
-            " hybridsearch.term_count(a.fts)"
+            " metadata, embedding, fts)"
+            " SELECT %s, %s, 0, %s, %s, %s, a.fts"
             " FROM (SELECT hybridsearch.document_tsvector('mixed', %s) AS fts) AS a",
             (collection_id, document_id, text, Jsonb(metadata), np.array(embedding), text),
         )
@@ -52,13 +51,12 @@ def _insert_random(conn: psycopg.Connection, collection_id: int, dims: int, n: i
             VALUES (%(c)s, 'bulk', 'h', %(n)s) RETURNING document_id
         )
         INSERT INTO hybridsearch.chunks
-            (collection_id, document_id, ordinal, content, metadata, embedding, fts,
-             term_freqs, term_count)
+            (collection_id, document_id, ordinal, content, metadata, embedding, fts)
         SELECT %(c)s, doc.document_id, i, 'chunk ' || i, jsonb_build_object('i', i %% 10),
                -- "WHERE i >= 0" correlates the subquery so each row gets its own vector
                (SELECT array_agg(random() - 0.5) FROM generate_series(1, %(d)s)
                 WHERE i >= 0)::vector,
-               ''::tsvector, '{}'::jsonb, 0
+               ''::tsvector
         FROM doc, generate_series(0, %(n)s - 1) AS i
         """,
         {"c": collection_id, "n": n, "d": dims},

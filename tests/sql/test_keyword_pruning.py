@@ -1,0 +1,157 @@
+"""Both pruned keyword paths (impact tiers, MaxScore) return the exhaustive BM25 top K.
+
+The reference scores every chunk in Python from its stored term frequencies, so a bound
+that is too tight in either pruning algorithm (a skipped tier, a dropped candidate)
+shows up as a missing or misranked chunk.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+K1, B = 1.2, 0.75
+WORDS = [f"w{i:03d}x" for i in range(400)]
+
+
+def _texts(rng: np.random.Generator, n: int) -> list[str]:
+    """Zipf text with lengths from 3 to 600 words and some heavily repeated words, so
+    many tf and length buckets are populated."""
+    p = 1.0 / np.arange(1, len(WORDS) + 1) ** 1.1
+    p /= p.sum()
+    texts = []
+    for _ in range(n):
+        length = int(rng.choice([3, 10, 40, 150, 600], p=[0.1, 0.2, 0.3, 0.3, 0.1]))
+        words = list(rng.choice(WORDS, size=length, p=p))
+        if rng.random() < 0.2:  # a word repeated up to 40 times (tf buckets above 8)
+            words += [str(rng.choice(WORDS[:60]))] * int(rng.integers(5, 40))
+        texts.append(" ".join(words))
+    return texts
+
+
+@pytest.fixture(scope="module")
+def corpus(database_url: str) -> Iterator[tuple[str, list[tuple[int, dict[str, int], int, int]]]]:
+    """A collection of 1,500 chunks; yields its name and (chunk_id, tf, length, group)."""
+    name = f"prune_{uuid.uuid4().hex[:8]}"
+    texts = _texts(np.random.default_rng(11), 1500)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cid = conn.execute(
+            "SELECT (hybridsearch.create_collection(%s, 'none', 3, 'cosine', 'simple'))"
+            ".collection_id",
+            (name,),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            """
+            WITH docs AS (
+                INSERT INTO hybridsearch.documents
+                    (collection_id, external_id, content_hash, chunk_count)
+                SELECT %(c)s, 'd' || i, 'h', 1 FROM generate_series(1, %(n)s) AS i
+                RETURNING document_id, external_id
+            )
+            INSERT INTO hybridsearch.chunks
+                (collection_id, document_id, ordinal, content, metadata, embedding, fts)
+            SELECT %(c)s, docs.document_id, 0, t.content, jsonb_build_object('g', t.i %% 3),
+                   '[1,0,0]', hybridsearch.document_tsvector('simple', t.content)
+            FROM unnest(%(texts)s::text[]) WITH ORDINALITY AS t(content, i)
+            JOIN docs ON docs.external_id = 'd' || t.i
+            """,
+            {"c": cid, "n": len(texts), "texts": texts},
+        )
+        rows = conn.execute(
+            "SELECT chunk_id, term_freqs, term_count, (metadata ->> 'g')::int"
+            " FROM hybridsearch.chunks WHERE collection_id = %s",
+            (cid,),
+        ).fetchall()
+        yield name, [(r[0], r[1], r[2], r[3]) for r in rows]
+        conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+
+
+def _reference(
+    chunks: list[tuple[int, dict[str, int], int, int]], terms: list[str], group: int | None
+) -> list[tuple[int, float]]:
+    """Exhaustive Okapi BM25 (Lucene idf) over every chunk, best first, ties by id."""
+    n = len(chunks)
+    avglen = sum(c[2] for c in chunks) / n
+    df = {t: sum(1 for c in chunks if t in c[1]) for t in terms}
+    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms if df[t]}
+    scored = []
+    for chunk_id, tf, length, g in chunks:
+        if group is not None and g != group:
+            continue
+        score = sum(
+            idf[t] * tf[t] * (K1 + 1) / (tf[t] + K1 * (1 - B + B * length / avglen))
+            for t in idf
+            if t in tf
+        )
+        if score > 0:
+            scored.append((chunk_id, score))
+    return sorted(scored, key=lambda s: (-s[1], s[0]))
+
+
+def _assert_same_top_k(got: list[tuple[int, float]], want: list[tuple[int, float]], k: int) -> None:
+    want = want[:k]
+    assert len(got) == len(want)
+    for (_, g), (_, w) in zip(got, want, strict=True):
+        assert g == pytest.approx(w, rel=1e-9)
+    # ids agree wherever the score is not tied (float sums may order exact ties apart)
+    scores = [w for _, w in want]
+    for (gid, _), (wid, w) in zip(got, want, strict=True):
+        if sum(1 for s in scores if abs(s - w) <= 1e-9 * w) == 1:
+            assert gid == wid
+
+
+QUERIES = [
+    ["w000x"],  # the most common word: every chunk, tf buckets up to 128
+    ["w001x", "w002x"],
+    ["w010x", "w200x", "w350x"],
+    ["w003x", "w030x", "w120x", "w260x", "w399x"],
+    [f"w{i:03d}x" for i in range(0, 400, 37)],  # 11 terms, common and rare
+    [f"w{i:03d}x" for i in range(5, 12)],  # 7 common terms
+    ["w150x", "nosuchword"],
+]
+
+
+@pytest.mark.parametrize("terms", QUERIES, ids=lambda t: "+".join(t)[:40])
+@pytest.mark.parametrize("top_k", [1, 10, 50])
+@pytest.mark.parametrize("group", [None, 1])
+def test_impact_tiers_return_exhaustive_top_k(
+    conn: psycopg.Connection,
+    corpus: tuple[str, list[tuple[int, dict[str, int], int, int]]],
+    terms: list[str],
+    top_k: int,
+    group: int | None,
+) -> None:
+    name, chunks = corpus
+    flt = None if group is None else Jsonb({"g": group})
+    got = conn.execute(
+        "SELECT chunk_id, keyword_score FROM hybridsearch.search_keyword(%s, %s, %s, %s)"
+        " ORDER BY keyword_rank",
+        (name, " ".join(terms), top_k, flt),
+    ).fetchall()
+    _assert_same_top_k(got, _reference(chunks, terms, group), top_k)
+
+
+@pytest.mark.parametrize("terms", QUERIES[1:6], ids=lambda t: "+".join(t)[:40])
+def test_maxscore_path_returns_exhaustive_top_k(
+    conn: psycopg.Connection,
+    corpus: tuple[str, list[tuple[int, dict[str, int], int, int]]],
+    terms: list[str],
+) -> None:
+    """An exclusion sends the query to MaxScore over the full-text index."""
+    name, chunks = corpus
+    excluded = "w004x"
+    got = conn.execute(
+        "SELECT chunk_id, keyword_score FROM hybridsearch.search_keyword(%s, %s, 20)"
+        " ORDER BY keyword_rank",
+        (name, " ".join(terms) + f" -{excluded}"),
+    ).fetchall()
+    kept = {c[0] for c in chunks if excluded not in c[1]}
+    # statistics are the whole collection's; only the candidates are restricted
+    want = [s for s in _reference(chunks, terms, None) if s[0] in kept]
+    _assert_same_top_k(got, want, 20)
