@@ -1,10 +1,14 @@
 """Our SQL BM25 against bm25s fed the same tokens, on SciFact queries.
 
-    python bench/bm25_congruence.py [--collection scifact] [--split train]
+    python bench/bm25_congruence.py [--collection scifact] [--split train] [--load]
 
 Reads the collection's chunks (their term frequencies are exactly our tokens), builds
 a bm25s index with the collection's k1 and b, and compares, per judged query, the
 chunk-level top-10 overlap and the document-level nDCG@10 of both rankings.
+
+--load first (re)creates the collection from the SciFact corpus, chunked as ingest
+chunks it, through SQL only: the keyword branch needs no embeddings, so it gets a
+one-dimensional placeholder vector.
 """
 
 from __future__ import annotations
@@ -17,19 +21,62 @@ import ir_measures
 import numpy as np
 import psycopg
 
+from hybridsearch.collections import CollectionSettings
 from hybridsearch.config import Settings
+from hybridsearch.db import migrate
 from hybridsearch.db.connection import database_url
 from hybridsearch.eval.beir import load_qrels, load_queries
+from hybridsearch.loaders import iter_documents
+from hybridsearch.text.chunking import chunk_text
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+
+
+def load(conn: psycopg.Connection, name: str) -> None:
+    """The SciFact corpus as a keyword-only collection, chunked with the default settings."""
+    settings = CollectionSettings()
+    conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+    cid = conn.execute(
+        "SELECT (hybridsearch.create_collection(%s, 'none', 1)).collection_id", (name,)
+    ).fetchone()[0]  # type: ignore[index]
+    for document in iter_documents([DATA / "corpus.jsonl"]):
+        chunks = [
+            c.text
+            for c in chunk_text(
+                document.text,
+                max_tokens=settings.chunk_max_tokens,
+                overlap_tokens=settings.chunk_overlap_tokens,
+            )
+        ]
+        conn.execute(
+            """
+            WITH doc AS (
+                INSERT INTO hybridsearch.documents
+                    (collection_id, external_id, content_hash, chunk_count)
+                VALUES (%(c)s, %(id)s, 'bench', %(n)s) RETURNING document_id
+            )
+            INSERT INTO hybridsearch.chunks
+                (collection_id, document_id, ordinal, content, embedding, fts)
+            SELECT %(c)s, doc.document_id, t.i - 1, t.content, '[1]',
+                   hybridsearch.document_tsvector('mixed', t.content)
+            FROM doc, unnest(%(texts)s::text[]) WITH ORDINALITY AS t(content, i)
+            """,
+            {"c": cid, "id": document.id, "n": len(chunks), "texts": chunks},
+        )
+    conn.execute("ANALYZE hybridsearch.chunks")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--collection", default="scifact")
     parser.add_argument("--split", default="train")
+    parser.add_argument("--load", action="store_true")
     args = parser.parse_args()
-    with psycopg.connect(database_url(Settings.from_env()), autocommit=True) as conn:
+    url = database_url(Settings.from_env())
+    migrate.upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        if args.load:
+            load(conn, args.collection)
         cid, analyzer, k1, b = conn.execute(
             "SELECT collection_id, analyzer, bm25_k1, bm25_b FROM hybridsearch.collections"
             " WHERE name = %s",

@@ -81,7 +81,7 @@ GRANT SELECT ON hybridsearch.alembic_version TO hybridsearch_app, hybridsearch_r
 -- Row-level security and indexes. On a table with row-level security, PostgreSQL uses an
 -- index for a condition only when the condition's function is LEAKPROOF; otherwise it
 -- applies the condition after the policy, row by row. The search functions look impact
--- keys up with text[] @> (arraycontains), match full text with @@ (ts_match_vq) and
+-- keys up with text[] && (arrayoverlap), match full text with @@ (ts_match_vq) and
 -- filter metadata with jsonb @> (jsonb_contains); core PostgreSQL marks none of them
 -- leakproof, so under the policy every keyword lookup would read the whole partition.
 -- All three only compare their arguments and raise no error that depends on the data,
@@ -91,7 +91,7 @@ GRANT SELECT ON hybridsearch.alembic_version TO hybridsearch_app, hybridsearch_r
 DO $$
 BEGIN
     IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
-        ALTER FUNCTION pg_catalog.arraycontains(anyarray, anyarray) LEAKPROOF;
+        ALTER FUNCTION pg_catalog.arrayoverlap(anyarray, anyarray) LEAKPROOF;
         ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF;
         ALTER FUNCTION pg_catalog.jsonb_contains(jsonb, jsonb) LEAKPROOF;
     ELSE

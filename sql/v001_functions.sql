@@ -533,7 +533,7 @@ $$;
 --   1. Every (term, tf bucket, length bucket) tier gets a bound: the term's idf times
 --      its BM25 weight at the bucket's highest tf (at most the term's max_tf) and the
 --      bucket's shortest length.
---   2. Rounds visit the unvisited tiers with the best bounds, one GIN lookup each, and
+--   2. Rounds visit the unvisited tiers with the best bounds through the GIN index and
 --      add each posting's contribution, computed from its tf bucket and the chunk's
 --      real length, to the chunk's lower bound; tf buckets above 8 add their lowest
 --      weight and keep the gap to their highest.
@@ -576,11 +576,12 @@ DECLARE
     v_bound      double precision[];
     v_next       integer := 1;  -- first unvisited tier
     v_last       integer;
-    -- Per term, the bound of its best unvisited tier (0 once all are visited); and by
-    -- the bits of the first 6 terms a chunk was seen with, what all the terms it was
-    -- not seen with can still add.
+    -- Per term, the bound of its best unvisited tier (0 once all are visited); and what
+    -- the terms a chunk was not seen with can still add, by its bits for terms 1-7
+    -- (v_unseen_low) and 8-14 (v_unseen_high, which adds all terms after the 14th).
     v_upper      double precision[];
-    v_unseen     double precision[];
+    v_unseen_low double precision[];
+    v_unseen_high double precision[];
     v_unseen_all double precision;
     -- Candidates: chunk, lower bound, tf-bucket gap, bits of the terms seen, upper bound.
     v_ids        bigint[] := '{}';
@@ -595,6 +596,13 @@ DECLARE
     v_top_ids    bigint[] := '{}';
     v_top_scores double precision[] := '{}';
 BEGIN
+    -- (the bucket ranges are computed once, not once per term)
+    WITH tf_buckets AS MATERIALIZED (
+        SELECT * FROM hybridsearch.tf_bucket_ranges()
+    ),
+    length_buckets AS MATERIALIZED (
+        SELECT * FROM hybridsearch.length_bucket_ranges(p_min_length, p_max_length)
+    )
     SELECT array_agg(t.key), array_agg(t.term), array_agg(t.tf_low), array_agg(t.tf_high),
            array_agg(t.bound)
     INTO v_keys, v_term, v_tf_low, v_tf_high, v_bound
@@ -606,11 +614,11 @@ BEGIN
         FROM unnest(p_terms, p_idf, p_max_tf) WITH ORDINALITY AS q(term, idf, max_tf, i)
         CROSS JOIN LATERAL (
             SELECT r.low, least(r.high, q.max_tf) AS high
-            FROM hybridsearch.tf_bucket_ranges() AS r
+            FROM tf_buckets AS r
             -- no chunk holds the term more often than its max_tf
             WHERE r.low <= q.max_tf
         ) AS f
-        CROSS JOIN hybridsearch.length_bucket_ranges(p_min_length, p_max_length) AS l
+        CROSS JOIN length_buckets AS l
         -- ... or than the chunk is long
         WHERE f.low <= l.longest
         ORDER BY bound DESC, term, key
@@ -632,13 +640,17 @@ BEGIN
             FROM unnest(v_term[v_last + 1:], v_bound[v_last + 1:]) AS t(term, bound)
             GROUP BY t.term
         ) AS u ON u.term = q.i;
-        SELECT array_agg(s.total ORDER BY m.bits), max(s.total)
-        INTO v_unseen, v_unseen_all
-        FROM generate_series(0, (1 << least(cardinality(p_terms), 6)) - 1) AS m(bits)
+        SELECT array_agg(s.low ORDER BY m.bits), array_agg(s.high ORDER BY m.bits),
+               max(s.low) + max(s.high)
+        INTO v_unseen_low, v_unseen_high, v_unseen_all
+        FROM generate_series(0, 127) AS m(bits)
         CROSS JOIN LATERAL (
-            SELECT coalesce(sum(u.bound), 0) AS total
+            SELECT coalesce(sum(u.bound) FILTER (
+                       WHERE u.i <= 7 AND m.bits & (1 << (u.i::integer - 1)) = 0), 0) AS low,
+                   coalesce(sum(u.bound) FILTER (
+                       WHERE u.i > 14
+                          OR u.i > 7 AND m.bits & (1 << (u.i::integer - 8)) = 0), 0) AS high
             FROM unnest(v_upper) WITH ORDINALITY AS u(bound, i)
-            WHERE u.i > 6 OR m.bits & (1 << (u.i::integer - 1)) = 0
         ) AS s;
 
         WITH fetched AS (
@@ -649,18 +661,24 @@ BEGIN
                             - hybridsearch.bm25_weight(t.tf_low, c.term_count, p_avglen, p_k1, p_b))
                        AS gap,
                    1::bigint << (t.term - 1) AS seen
-            FROM unnest(v_keys[v_next:v_last], v_term[v_next:v_last],
-                        v_tf_low[v_next:v_last], v_tf_high[v_next:v_last])
-                     AS t(key, term, tf_low, tf_high)
+            FROM (
+                -- the round's tiers of one term and tf bucket differ only in length
+                -- bucket, which term_count gives exactly: one lookup takes them all
+                SELECT r.term, r.tf_low, r.tf_high, array_agg(r.key) AS keys
+                FROM unnest(v_keys[v_next:v_last], v_term[v_next:v_last],
+                            v_tf_low[v_next:v_last], v_tf_high[v_next:v_last])
+                         AS r(key, term, tf_low, tf_high)
+                GROUP BY r.term, r.tf_low, r.tf_high
+            ) AS t
             CROSS JOIN LATERAL (SELECT p_idf[t.term] AS idf) AS w
             CROSS JOIN LATERAL (
                 SELECT c.chunk_id, c.term_count
                 FROM hybridsearch.chunks AS c
                 WHERE c.collection_id = p_collection_id
-                  AND c.impacts @> ARRAY[t.key]
+                  AND c.impacts && t.keys
                   AND (p_filter IS NULL OR c.metadata @> p_filter)
                   AND (p_tenant IS NULL OR c.tenant_id = p_tenant)
-                OFFSET 0  -- a fence: one index lookup per tier, never a join over chunks
+                OFFSET 0  -- a fence: index lookups per tier group, never a join over chunks
             ) AS c
         ),
         merged AS (
@@ -672,7 +690,8 @@ BEGIN
         ),
         bounded AS (
             SELECT merged.*,
-                   merged.low + merged.gap + v_unseen[(merged.seen & 63) + 1] AS high
+                   merged.low + merged.gap + v_unseen_low[(merged.seen & 127) + 1]
+                       + v_unseen_high[((merged.seen >> 7) & 127) + 1] AS high
             FROM merged
         ),
         kth AS (
