@@ -32,7 +32,8 @@ from hybridsearch.errors import SchemaNotInstalledError, from_database_error
 from hybridsearch.ingest import Document, IngestReport
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
-from hybridsearch.search import Mode, SearchResult
+from hybridsearch.search import SearchResult
+from hybridsearch.search_input import Mode, check_embedding, validate_options
 
 
 class AsyncHybridSearch:
@@ -156,6 +157,7 @@ class AsyncHybridSearch:
         return collections_db.collection_from_row(row)
 
     async def get_collection(self, name: str) -> Collection:
+        collections_db.check_lookup_name(name)
         row = await self._fetch_one(collections_db.GET_COLLECTION_SQL, (name,))
         if row is None:
             raise collections_db.not_found_error(name)
@@ -176,6 +178,7 @@ class AsyncHybridSearch:
         return collections_db.collection_from_row(row)
 
     async def drop_collection(self, name: str) -> bool:
+        collections_db.check_lookup_name(name)
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(collections_db.DROP_COLLECTION_SQL, (name,))
             row = await cur.fetchone()
@@ -263,7 +266,7 @@ class AsyncHybridSearch:
     ) -> SearchResult:
         """TopN for ``query`` with every stage's ranks, scores and timings."""
         target = await self.get_collection(collection)
-        options = search_db.validate_options(
+        options = validate_options(
             target,
             query,
             top_k=top_k,
@@ -286,7 +289,7 @@ class AsyncHybridSearch:
                 vector = await asyncio.to_thread(embedder.embed_query, options.query)
             else:
                 vector = query_embedding
-            embedding = search_db.check_embedding(vector, target)
+            embedding = check_embedding(vector, target)
         timings["embed"] = (time.perf_counter() - started) * 1000
         async with self._pool.connection() as conn:
             t = time.perf_counter()

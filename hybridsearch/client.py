@@ -21,7 +21,8 @@ from hybridsearch.errors import DatabaseError, SchemaNotInstalledError
 from hybridsearch.ingest import Document, IngestReport, delete_documents, ingest_documents
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
-from hybridsearch.search import Mode, SearchResult, run_search, validate_options
+from hybridsearch.search import SearchResult, run_search
+from hybridsearch.search_input import Mode, validate_options
 
 
 class HybridSearch:

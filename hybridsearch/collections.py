@@ -135,6 +135,22 @@ def validate_name(name: object) -> str:
     return name
 
 
+def check_lookup_name(name: object) -> str:
+    """A name to look a collection up by: text that PostgreSQL can receive. (Lookups do not
+    apply :func:`validate_name`: a SQL user may have created any name.)"""
+    if not isinstance(name, str):
+        raise InvalidInputError(f"collection name must be a string, got {type(name).__name__}")
+    if "\x00" in name:
+        raise InvalidInputError(f"collection name {name!r} contains a NUL character")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"collection name {name!r} is not valid Unicode text (it holds a lone surrogate)"
+        ) from None
+    return name
+
+
 def create_arguments(
     name: str,
     *,
@@ -199,6 +215,7 @@ def create_collection(
 
 def get_collection(conn: psycopg.Connection, name: str) -> Collection:
     """The named collection; raises CollectionNotFoundError when it does not exist."""
+    check_lookup_name(name)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(GET_COLLECTION_SQL, (name,)).fetchone()
     if row is None:
@@ -217,6 +234,7 @@ def update_settings(
     conn: psycopg.Connection, name: str, settings: CollectionSettings
 ) -> Collection:
     """Replace a collection's stored defaults (chunking, prompts, fusion)."""
+    check_lookup_name(name)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(UPDATE_SETTINGS_SQL, (Jsonb(settings.to_json()), name)).fetchone()
     if row is None:
@@ -226,6 +244,7 @@ def update_settings(
 
 def drop_collection(conn: psycopg.Connection, name: str) -> bool:
     """Drop a collection with its documents and chunks; False when it did not exist."""
+    check_lookup_name(name)
     with conn.transaction():
         row = conn.execute(DROP_COLLECTION_SQL, (name,)).fetchone()
     assert row is not None

@@ -7,6 +7,8 @@ itself fuses in SQL; use this to reason about or replay a fusion offline.
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -27,10 +29,30 @@ class Fused:
     keyword_score: float | None
 
 
+def _share(weight: float, fraction: float) -> float:
+    """``hybridsearch.fusion_share``: weight * fraction, 0 below 1e-300."""
+    if weight == 0 or fraction == 0 or math.log(weight) + math.log(fraction) < -690.8:
+        return 0.0
+    return weight * fraction
+
+
+def _sum(a: float, b: float) -> float:
+    """``hybridsearch.fusion_sum``: a + b, saturating at the largest double."""
+    return sys.float_info.max if a >= sys.float_info.max - b else a + b
+
+
 def _normalised(value: float, lo: float, hi: float, *, smaller_is_better: bool) -> float:
     if hi == lo:
         return 1.0
     return (hi - value) / (hi - lo) if smaller_is_better else (value - lo) / (hi - lo)
+
+
+def _weighted(
+    weight: float, value: float, lo: float, hi: float, *, smaller_is_better: bool
+) -> float:
+    if hi == lo:
+        return weight
+    return _share(weight, _normalised(value, lo, hi, smaller_is_better=smaller_is_better))
 
 
 def fuse(
@@ -60,20 +82,20 @@ def fuse(
     scored: list[tuple[float, int]] = []
     for cid in v_rank.keys() | k_rank.keys():
         if method == "rrf":
-            v_part = vector_weight / (rrf_k + v_rank[cid]) if cid in v_rank else 0.0
-            k_part = keyword_weight / (rrf_k + k_rank[cid]) if cid in k_rank else 0.0
+            v_part = _share(vector_weight, 1 / (rrf_k + v_rank[cid])) if cid in v_rank else 0.0
+            k_part = _share(keyword_weight, 1 / (rrf_k + k_rank[cid])) if cid in k_rank else 0.0
         else:
             v_part = (
-                vector_weight * _normalised(v_value[cid], v_lo, v_hi, smaller_is_better=True)
+                _weighted(vector_weight, v_value[cid], v_lo, v_hi, smaller_is_better=True)
                 if cid in v_value
                 else 0.0
             )
             k_part = (
-                keyword_weight * _normalised(k_value[cid], k_lo, k_hi, smaller_is_better=False)
+                _weighted(keyword_weight, k_value[cid], k_lo, k_hi, smaller_is_better=False)
                 if cid in k_value
                 else 0.0
             )
-        scored.append((v_part + k_part, cid))
+        scored.append((_sum(v_part, k_part), cid))
 
     scored.sort(key=lambda item: (-item[0], item[1]))
     return [

@@ -1,5 +1,7 @@
 """Search: validate → embed the query → SQL candidates → rerank → TopN, with a report.
 
+Arguments are validated in :mod:`hybridsearch.search_input`.
+
 The candidates come from ``hybridsearch.search_hybrid`` (the same function a SQL user
 calls). The reranker sees the fused TopK and keeps TopN; when it is missing or fails,
 the fused TopN comes back flagged ``reranked=False`` with a note saying why.
@@ -7,11 +9,9 @@ the fused TopN comes back flagged ``reranked=False`` with a note saying why.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -19,20 +19,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from hybridsearch.collections import Collection
-from hybridsearch.errors import (
-    EmbeddingError,
-    FilterError,
-    InvalidInputError,
-    QueryError,
-    from_database_error,
-)
+from hybridsearch.errors import from_database_error
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker, rerank_safely
+from hybridsearch.search_input import Mode as Mode  # re-exported: the public name
+from hybridsearch.search_input import SearchOptions, check_embedding
 from hybridsearch.tenancy import set_tenant
-
-Mode = Literal["hybrid", "vector", "keyword"]
-MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
-MAX_TOP_K = 1000
 
 # SQL shared by the sync functions below and hybridsearch.aio.
 SET_STATEMENT_TIMEOUT_SQL = "SELECT set_config('statement_timeout', %s, true)"
@@ -108,129 +100,6 @@ class SearchResult:
             "reranked": self.reranked,
             "timings_ms": self.timings_ms,
         }
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """Validated search parameters."""
-
-    query: str
-    top_k: int
-    top_n: int
-    mode: Mode
-    filter: dict[str, Any] | None
-    fusion: str
-    rrf_k: int
-    vector_weight: float
-    keyword_weight: float
-    tenant: str | None = None
-
-
-def validate_query(query: object, max_chars: int) -> str:
-    """A searchable query string, or a QueryError that says what is wrong with it."""
-    if not isinstance(query, str):
-        raise QueryError(f"query must be a string, got {type(query).__name__}")
-    if len(query) > max_chars:
-        raise QueryError(
-            f"query has {len(query):,} characters; the limit is {max_chars:,} "
-            "(HYBRIDSEARCH_MAX_QUERY_CHARS). Search with the key sentence, not a whole document."
-        )
-    if not query.strip():
-        raise QueryError("query is empty; pass the text to search for")
-    if "\x00" in query:
-        raise QueryError("query contains a NUL character; remove it and search again")
-    try:
-        query.encode("utf-8")
-    except UnicodeEncodeError:
-        raise QueryError("query is not valid Unicode text (it holds a lone surrogate)") from None
-    if not any(ch.isalnum() for ch in query):
-        raise QueryError(
-            f"query {query[:40]!r} has no letters or digits (only operators or punctuation); "
-            "include at least one word to search for"
-        )
-    return query
-
-
-def parse_filter(value: object) -> dict[str, Any] | None:
-    """A metadata filter from a dict or a JSON string; chunks match when metadata contains it."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise FilterError(
-                f"filter is not valid JSON ({exc.msg} at position {exc.pos}); "
-                'pass an object such as {"lang": "en"}'
-            ) from None
-    if not isinstance(value, Mapping):
-        raise FilterError(
-            f'filter must be a JSON object such as {{"lang": "en"}}, got {type(value).__name__}'
-        )
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise FilterError(f"filter is not JSON-serialisable: {exc}") from None
-    if "\\u0000" in json.dumps(value):
-        raise FilterError("filter contains a NUL character, which PostgreSQL rejects")
-    return dict(value) or None
-
-
-def validate_options(
-    collection: Collection,
-    query: object,
-    *,
-    top_k: object,
-    top_n: object,
-    mode: object,
-    filter: object,
-    fusion: str | None,
-    rrf_k: int | None,
-    vector_weight: float | None,
-    keyword_weight: float | None,
-    max_query_chars: int,
-    tenant: str | None = None,
-) -> SearchOptions:
-    """Check every search argument before touching the model or the database."""
-    text = validate_query(query, max_query_chars)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidInputError(
-            f"top_k must be an integer between 1 and {MAX_TOP_K}, got {top_k!r}"
-        )
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-        raise InvalidInputError(f"top_n must be a positive integer, got {top_n!r}")
-    if top_n > top_k:
-        raise InvalidInputError(
-            f"top_n ({top_n}) cannot exceed top_k ({top_k}): the reranker picks TopN from TopK"
-        )
-    if mode not in MODES:
-        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    defaults = collection.settings
-    return SearchOptions(
-        query=text,
-        top_k=top_k,
-        top_n=top_n,
-        mode=mode,
-        filter=parse_filter(filter),
-        fusion=fusion or defaults.fusion,
-        rrf_k=defaults.rrf_k if rrf_k is None else rrf_k,
-        vector_weight=defaults.vector_weight if vector_weight is None else vector_weight,
-        keyword_weight=defaults.keyword_weight if keyword_weight is None else keyword_weight,
-        tenant=tenant,
-    )
-
-
-def check_embedding(vector: np.ndarray, collection: Collection) -> np.ndarray:
-    """A finite vector of the collection's dimension, or an EmbeddingError."""
-    vector = np.asarray(vector, dtype=np.float32)
-    if vector.ndim != 1 or vector.shape[0] != collection.dimensions:
-        raise EmbeddingError(
-            f"query embedding has shape {vector.shape}; collection {collection.name!r} "
-            f"expects {collection.dimensions} dimensions ({collection.embedding_model})"
-        )
-    if not np.all(np.isfinite(vector)):
-        raise EmbeddingError("query embedding contains NaN or infinity; check the model's output")
-    return vector
 
 
 def hit_from_row(row: dict[str, Any]) -> Hit:

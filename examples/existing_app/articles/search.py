@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from articles.models import Article
 from hybridsearch import Collection, CollectionNotFoundError, Document, HybridSearch, IngestReport
 from hybridsearch.db import tables
-from hybridsearch.search import validate_query
+from hybridsearch.search_input import validate_query
 
 COLLECTION = "articles"
 
