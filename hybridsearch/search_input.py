@@ -27,9 +27,10 @@ MAX_TOP_K = 1000
 MAX_RRF_K = 2**31 - 1
 #: far deeper than any metadata filter needs, far below Python's recursion limit
 MAX_FILTER_DEPTH = 64
-#: pgvector sums squares in float32; a vector of a larger squared norm gets NaN distances
-#: (the factor 2 leaves room for the stored vector's part of an l2 distance)
-MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 2
+#: pgvector computes distances in float32: longer vectors overflow them, and under cosine
+#: shorter ones have no distance. hybridsearch.search_vector enforces the same bounds.
+MAX_NORM = 1e18
+MIN_COSINE_NORM = 1e-18
 
 
 @dataclass(frozen=True)
@@ -216,17 +217,15 @@ def check_embedding(vector: object, collection: Collection) -> np.ndarray:
             "query embedding contains NaN or infinity (or a value beyond float32's range); "
             "check the model's output"
         )
-    squared_norm = float(np.dot(array.astype(np.float64), array.astype(np.float64)))
-    if squared_norm >= MAX_SQUARED_NORM:
+    norm = float(np.linalg.norm(array.astype(np.float64)))
+    if norm > MAX_NORM:
         raise EmbeddingError(
-            f"query embedding's squared length {squared_norm:.3g} overflows the float32 "
-            "arithmetic of vector distances; normalise the vector"
+            f"query embedding has length {norm:.3g}, which overflows the float32 arithmetic "
+            "of vector distances; normalise the vector"
         )
-    with np.errstate(under="ignore"):
-        float32_norm = np.sum(np.square(array, dtype=np.float32), dtype=np.float32)
-    if collection.distance == "cosine" and float32_norm == 0:
+    if collection.distance == "cosine" and norm < MIN_COSINE_NORM:
         raise EmbeddingError(
-            f"query embedding has zero length, which has no cosine distance (collection "
-            f"{collection.name!r}); check the model's output"
+            f"query embedding has length {norm:.3g}, too close to zero for a cosine distance "
+            f"(collection {collection.name!r}); check the model's output"
         )
     return array

@@ -390,6 +390,16 @@ BEGIN
                              v_collection.name, v_collection.dimensions),
             HINT = format('Embed the query with %s.', v_collection.embedding_model);
     END IF;
+    -- pgvector computes distances in float32: a vector longer than 1e18 overflows them,
+    -- and one shorter than 1e-18 has no cosine distance (NaN), so neither ranks anything.
+    IF vector_norm(p_embedding) > 1e18
+       OR (v_collection.distance = 'cosine' AND vector_norm(p_embedding) < 1e-18) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('query embedding has length %s, outside what %s distance can rank',
+                             vector_norm(p_embedding), v_collection.distance),
+            HINT = 'Check the embedding model''s output; a normalised vector has length 1.';
+    END IF;
     PERFORM set_config('hnsw.ef_search', greatest(40, p_top_k)::text, true);
 
     -- The inner ORDER BY ... LIMIT is the shape pgvector's index scan needs; the outer

@@ -60,8 +60,6 @@ BUDGET = {
 CASES: Counter[str] = Counter()
 #: cases that reached a successful answer, per test: the sweep must not stop at validation
 SUCCESSES: Counter[str] = Counter()
-#: cases tolerated because they hit an already reported product bug, by bug
-KNOWN: Counter[str] = Counter()
 
 
 def fuzz_settings(name: str) -> settings:
@@ -334,14 +332,12 @@ def outcome(error: BaseException | None) -> str:
 
 
 def degenerate_vector(values: list[float] | np.ndarray, distance: str) -> bool:
-    """A query vector whose distances PostgreSQL computes as NaN or infinity: float32
-    sum of squares zero (cosine of a zero vector) or overflowing. The service rejects
-    them (EmbeddingError); known product bug: the SQL API accepts and searches them."""
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        vector = np.asarray(values, dtype=np.float64).astype(np.float32)
-        squares = float(np.sum(np.square(np.abs(vector) + 1, dtype=np.float32), dtype=np.float32))
-        norm = float(np.sum(np.square(vector, dtype=np.float32), dtype=np.float32))
-    return not math.isfinite(squares) or (distance == "cosine" and norm == 0.0)
+    """A query vector both the service and hybridsearch.search_vector refuse: longer than
+    1e18, whose float32 distances overflow, or under cosine shorter than 1e-18."""
+    with np.errstate(over="ignore"):
+        vector = np.asarray(values, dtype=np.float64).astype(np.float32).astype(np.float64)
+    norm = float(np.linalg.norm(vector))
+    return norm > 1e18 or (distance == "cosine" and norm < 1e-18)
 
 
 # -- fusion parameters ----------------------------------------------------------------

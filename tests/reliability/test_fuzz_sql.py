@@ -3,8 +3,7 @@ search_hybrid, called directly with bound parameters as a SQL user calls them.
 
 Every case gets one of the clean outcomes ``fuzzing.py`` lists, in the order it lists
 them, or a sane answer; the database's schema, functions, roles and data are the same
-before and after each test. Inputs that hit an already reported product bug (pinned by a
-strict xfail test below) are tolerated only with that bug's exact signature and counted.
+before and after each test.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from tests.reliability import fuzzing as fz
-from tests.reliability.fuzzing import CASES, KNOWN, SUCCESSES, FuzzDB, fuzz_settings
+from tests.reliability.fuzzing import CASES, SUCCESSES, FuzzDB, fuzz_settings
 
 
 def _call(conn: psycopg.Connection, query: str, params: Any) -> tuple[list[Any], str]:
@@ -154,13 +153,20 @@ def test_sql_search_vector(
     text = None if values is None else fz.vector_text(values)
     rows, got = _call(fuzz_db.conn, VECTOR_SQL, (collection, text, top_k, flt))
     wrong_vector = values is None or len(values) != fz.DIMENSIONS
+    degenerate = (
+        not wrong_vector
+        and _existing(collection)
+        and fz.degenerate_vector(values, fz.COLLECTIONS[collection])
+    )
     allowed = fz.first_layer(
         fz.client_errors(collection),
         fz.int_param_errors(top_k)
         | (fz.vector_decode_errors(values) if values is not None else set())
         | (fz.json_decode_errors(flt.obj) if flt else set()),
         set() if _existing(collection) else {"P0002"},
-        {"22023"} if fz.top_k_invalid(top_k) or fz.filter_invalid(flt) or wrong_vector else set(),
+        {"22023"}
+        if fz.top_k_invalid(top_k) or fz.filter_invalid(flt) or wrong_vector or degenerate
+        else set(),
     )
     assert got in allowed, (got, allowed)
     if got == "ok":
@@ -168,11 +174,8 @@ def test_sql_search_vector(
         assert values is not None
         _check_ranked(rows, top_k, fuzz_db.chunk_ids[collection])
         distances = [r[2] for r in rows]
-        if all(math.isfinite(d) for d in distances):
-            assert distances == sorted(distances)
-        else:
-            assert fz.degenerate_vector(values, fz.COLLECTIONS[collection]), values
-            KNOWN["degenerate query vector searched (NaN/inf distances)"] += 1
+        assert all(math.isfinite(d) for d in distances), values
+        assert distances == sorted(distances)
 
 
 HYBRID_SQL = (
@@ -218,6 +221,11 @@ def test_sql_search_hybrid(
         fz.top_k_invalid(top_k)
         or fz.filter_invalid(flt)
         or (values is not None and len(values) != fz.DIMENSIONS)
+        or (
+            values is not None
+            and _existing(collection)
+            and fz.degenerate_vector(values, fz.COLLECTIONS[collection])
+        )
         or fusion not in ("rrf", "weighted")
         or rrf_k is None
         or rrf_k < 0
@@ -244,13 +252,9 @@ def test_sql_search_hybrid(
     if query is None:
         assert all(r[6] is None for r in rows)
     scores = [r[8] for r in rows]
-    if all(math.isfinite(s) for s in scores) and all(
-        r[5] is None or math.isfinite(r[5]) for r in rows
-    ):
-        assert scores == sorted(scores, reverse=True)
-    else:
-        assert values is not None and fz.degenerate_vector(values, fz.COLLECTIONS[collection])
-        KNOWN["degenerate query vector searched (NaN/inf distances)"] += 1
+    assert all(math.isfinite(s) for s in scores), params
+    assert all(r[5] is None or math.isfinite(r[5]) for r in rows), params
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_sql_keyword_megabyte_phrase(fuzz_db: FuzzDB) -> None:
