@@ -309,6 +309,34 @@ def ingest_documents(
     return report
 
 
+def ingest_embedded(
+    conn: psycopg.Connection,
+    collection: Collection,
+    prepared: Sequence[PreparedDocument],
+    embeddings: np.ndarray,
+    *,
+    tenant: str = "",
+) -> IngestReport:
+    """Write documents whose chunks the caller has already embedded, in one transaction.
+
+    The write of :func:`ingest_documents` (upsert, COPY BINARY into staging, INSERT with
+    the analyzer) for bulk loads and benchmarks that bring their own vectors; nothing is
+    chunked, embedded or skipped by hash here. ``embeddings`` has one row per chunk, in
+    document then chunk order.
+    """
+    total = sum(len(p.chunks) for p in prepared)
+    if embeddings.shape != (total, collection.dimensions):
+        raise EmbeddingError(
+            f"expected embeddings of shape ({total}, {collection.dimensions}) for "
+            f"{total} chunks in {collection.name!r}, got {embeddings.shape}"
+        )
+    try:
+        added, updated = _write(conn, collection, prepared, embeddings, tenant)
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
+    return IngestReport(added=added, updated=updated, chunks=total)
+
+
 def delete_documents(
     conn: psycopg.Connection, collection: Collection, ids: Sequence[str], tenant: str = ""
 ) -> int:

@@ -9,6 +9,7 @@ import pytest
 
 from hybridsearch import Document, HybridSearch
 from hybridsearch.errors import DatabaseError, EmbeddingError
+from hybridsearch.ingest import PreparedDocument, ingest_embedded
 from hybridsearch.models.embedder import Embedder
 
 
@@ -230,3 +231,31 @@ def test_collection_defaults_drive_search(hs: HybridSearch, collection_name: str
     assert result.results[0].scores.fused == pytest.approx(2.0)
     with pytest.raises(TypeError):
         hs.update_collection_settings(collection_name, no_such_setting=1)
+
+
+def test_ingest_embedded_writes_caller_vectors_and_checks_their_shape(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    """Bulk loads that bring their own vectors go through the same write path."""
+    collection = hs.create_collection(collection_name)
+    prepared = [
+        PreparedDocument(Document("a", "Otters hold hands."), "h-a", ["Otters hold hands."]),
+        PreparedDocument(Document("b", "Two chunks. Here."), "h-b", ["Two chunks.", "Here."]),
+    ]
+    vectors = np.random.default_rng(3).standard_normal((3, collection.dimensions))
+    with pytest.raises(EmbeddingError, match=r"shape \(3, "):
+        ingest_embedded(conn, collection, prepared, vectors[:2])
+    assert _chunks(conn, collection_name, "a") == []  # nothing written
+
+    report = ingest_embedded(conn, collection, prepared, vectors.astype(np.float32))
+    assert (report.added, report.updated, report.chunks) == (2, 0, 3)
+    assert [c for _, c in _chunks(conn, collection_name, "b")] == ["Two chunks.", "Here."]
+    stored = conn.execute(
+        "SELECT k.embedding FROM hybridsearch.chunks k"
+        " JOIN hybridsearch.documents d USING (collection_id, document_id)"
+        " WHERE d.collection_id = %s AND d.external_id = 'a'",
+        (collection.collection_id,),
+    ).fetchone()[0]  # type: ignore[index]
+    np.testing.assert_allclose(stored.to_numpy(), vectors[0], rtol=1e-6)
+    hits = hs.search(collection_name, "otters", mode="keyword", rerank=False).results
+    assert hits and hits[0].document_id == "a"

@@ -1,0 +1,63 @@
+"""Synthetic chunks for the suite, generated batch by batch from fixed seeds.
+
+Each batch is rebuilt from ``(seed, batch number)`` so nothing of size N is held in
+memory (the peak RSS figure stays about the service, not the generator), and the
+baseline and our ingest path write byte-identical data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from synthetic import Zipf, unit_vectors, vocabulary  # type: ignore[import-not-found]
+
+DIMENSIONS = 384
+WORDS_PER_CHUNK = 150
+CHUNKS_PER_DOCUMENT = 20
+#: 64 documents a transaction, as ``HybridSearch.add_documents`` batches by default.
+DOCUMENTS_PER_BATCH = 64
+VOCABULARY = 50_000
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Documents ``first_document ..`` with their chunk texts and unit vectors."""
+
+    first_document: int
+    first_chunk: int
+    texts: list[list[str]]  # per document, its chunks
+    vectors: np.ndarray  # (chunks, DIMENSIONS) float32, document then chunk order
+
+    @property
+    def chunks(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+def metadata(document_number: int) -> dict[str, int]:
+    """Filter keys: ``decile`` selects 10 % of the chunks, ``percentile`` 1 %."""
+    return {"decile": document_number % 10, "percentile": document_number % 100}
+
+
+def batches(total_chunks: int, seed: int = 1) -> Iterator[Batch]:
+    zipf = Zipf(vocabulary(VOCABULARY))
+    per_batch = CHUNKS_PER_DOCUMENT * DOCUMENTS_PER_BATCH
+    done = 0
+    number = 0
+    while done < total_chunks:
+        n = min(per_batch, total_chunks - done)
+        rng = np.random.default_rng([seed, number])
+        texts = list(zipf.texts(n, WORDS_PER_CHUNK, rng))
+        vectors = unit_vectors(n, DIMENSIONS, rng)
+        grouped = [texts[i : i + CHUNKS_PER_DOCUMENT] for i in range(0, n, CHUNKS_PER_DOCUMENT)]
+        yield Batch(done // CHUNKS_PER_DOCUMENT, done, grouped, vectors)
+        done += n
+        number += 1
+
+
+def queries(n: int, seed: int = 7) -> tuple[list[str], np.ndarray]:
+    """``n`` keyword queries (2-5 Zipf words) and ``n`` query unit vectors."""
+    rng = np.random.default_rng(seed)
+    texts = Zipf(vocabulary(VOCABULARY)).queries(n, rng)
+    return texts, unit_vectors(n, DIMENSIONS, rng)

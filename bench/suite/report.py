@@ -1,0 +1,172 @@
+"""The ratios and the markdown table, from the figures dict the stages fill in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .timing import ratio
+
+#: Issue 5's targets: (ratio key, comparison, bound). Printed, never enforced.
+TARGETS = {
+    "ingest_vs_copy": ("<=", 1.25),
+    "hybrid_p50_vs_hnsw": ("<=", 2.0),
+    "hybrid_p95_vs_hnsw": ("<=", 3.0),
+    "keyword_p95_vs_ts_rank": ("<=", 0.2),
+    "rerank_vs_bare": ("<=", 1.11),
+}
+PER_MILLION = 1_000_000
+
+
+def ratios_from(f: dict[str, Any]) -> dict[str, float]:
+    r = {
+        "ingest_vs_copy": ratio(f["ingest"]["ours_s"], f["ingest"]["copy_s"]),
+        "hybrid_p50_vs_hnsw": ratio(
+            f["hybrid"]["ms"]["hybrid"]["p50"], f["hybrid"]["ms"]["hnsw"]["p50"]
+        ),
+        "hybrid_p95_vs_hnsw": ratio(
+            f["hybrid"]["ms"]["hybrid"]["p95"], f["hybrid"]["ms"]["hnsw"]["p95"]
+        ),
+        "keyword_p95_vs_ts_rank": ratio(
+            f["keyword"]["ms"]["bm25"]["p95"], f["keyword"]["ms"]["ts_rank_cd"]["p95"]
+        ),
+    }
+    unfiltered = f["filtered"]["unfiltered"]["ms"]["p50"]
+    for name in ("10%", "1%"):
+        key = f"filtered_{name.rstrip('%')}pct_p50_vs_unfiltered"
+        r[key] = ratio(f["filtered"][name]["ms"]["p50"], unfiltered)
+    r["size_vs_bare"] = ratio(f["size_bytes"]["ours_total"], f["size_bytes"]["bare_total"])
+    if "models" in f:
+        m = f["models"]
+        r["rerank_vs_bare"] = ratio(
+            m["rerank"]["ms"]["rerank_stage"]["p50"], m["rerank"]["ms"]["predict"]["p50"]
+        )
+        r["embed_query_vs_forward"] = ratio(
+            m["embed"]["ms"]["embed_query"]["p50"], m["embed"]["ms"]["forward"]["p50"]
+        )
+        for key in ("e2e_k50_n5", "e2e_k20_n3"):
+            if key not in m:
+                continue
+            ms = m[key]["ms"]
+            r[f"{key}_p50_vs_bare_stages"] = ratio(ms["search"]["p50"], ms["bare_stages"]["p50"])
+    rec = f.get("recall", {})
+    if "halfvec" in rec:
+        r["halfvec_p50_vs_vector"] = ratio(rec["halfvec"]["ms"]["p50"], rec["vector"]["ms"]["p50"])
+    return r
+
+
+def _ms(s: dict[str, float]) -> str:
+    return f"p50 {s['p50']:.2f} / p95 {s['p95']:.2f} ms"
+
+
+def _target(key: str) -> str:
+    if key not in TARGETS:
+        return ""
+    return f"{TARGETS[key][0]} {TARGETS[key][1]:g}"
+
+
+def table(f: dict[str, Any], r: dict[str, float]) -> str:
+    """One row per figure: ours, the same-run baseline, their ratio, issue 5's target."""
+    n = f["chunks"]
+    k = f["top_k"]
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def add(what: str, ours: str, base: str, key: str | None = None) -> None:
+        value = f"{r[key]:.3f}" if key and key in r else ""
+        rows.append((what, ours, base, value, _target(key) if key else ""))
+
+    ing = f["ingest"]
+    add(
+        f"ingest {n:,} chunks (s)",
+        f"{ing['ours_s']:.1f}",
+        f"COPY bare {ing['copy_s']:.1f}",
+        "ingest_vs_copy",
+    )
+    h = f["hybrid"]
+    add(
+        f"hybrid TopK={k} (ef_search {h['ef_search']})",
+        _ms(h["ms"]["hybrid"]),
+        "HNSW " + _ms(h["ms"]["hnsw"]),
+        "hybrid_p50_vs_hnsw",
+    )
+    add("", "", "", "hybrid_p95_vs_hnsw")
+    kw = f["keyword"]
+    add(
+        f"keyword TopK={k} (BM25)",
+        _ms(kw["ms"]["bm25"]),
+        "ts_rank_cd " + _ms(kw["ms"]["ts_rank_cd"]),
+        "keyword_p95_vs_ts_rank",
+    )
+    fl = f["filtered"]
+    for name in ("10%", "1%"):
+        key = f"filtered_{name.rstrip('%')}pct_p50_vs_unfiltered"
+        add(
+            f"filtered hybrid {name} (min results {fl[name]['min_results']}/{k})",
+            _ms(fl[name]["ms"]),
+            "unfiltered " + _ms(fl["unfiltered"]["ms"]),
+            key,
+        )
+    sz = f["size_bytes"]
+    scale = PER_MILLION / n / 2**30
+    add(
+        "database size per 1M chunks (GiB)",
+        f"{sz['ours_total'] * scale:.2f} (indexes {sz['ours_indexes'] * scale:.2f})",
+        f"bare table {sz['bare_total'] * scale:.2f}",
+        "size_vs_bare",
+    )
+    rec = f.get("recall", {})
+    if rec:
+        ef = rec["ef_search"]
+        for name in ("vector", "halfvec"):
+            if name in rec:
+                recalls = ", ".join(
+                    f"ef {key.rsplit('ef', 1)[1]}: {value:.3f}"
+                    for key, value in rec[name].items()
+                    if key.startswith("recall")
+                )
+                add(
+                    f"HNSW {name} recall@10 vs exact ({rec['queries']} queries)",
+                    recalls,
+                    "exact = 1.0",
+                )
+        if "halfvec" in rec:
+            add(
+                f"halfvec TopK={k} latency (ef {ef}); build {rec['halfvec_build_s']:.1f}s",
+                _ms(rec["halfvec"]["ms"]),
+                "vector " + _ms(rec["vector"]["ms"]),
+                "halfvec_p50_vs_vector",
+            )
+    m = f.get("models")
+    if m:
+        rr = m["rerank"]
+        add(
+            f"rerank stage ({rr['pairs']:.0f} pairs, 1 torch thread)",
+            _ms(rr["ms"]["rerank_stage"]),
+            "predict " + _ms(rr["ms"]["predict"]),
+            "rerank_vs_bare",
+        )
+        add(
+            "query embedding",
+            _ms(m["embed"]["ms"]["embed_query"]),
+            "tokenize+forward " + _ms(m["embed"]["ms"]["forward"]),
+            "embed_query_vs_forward",
+        )
+        for key, label in (("e2e_k50_n5", "K=50 N=5"), ("e2e_k20_n3", "K=20 N=3")):
+            if key not in m:
+                add(f"end-to-end search {label}", "skipped (smoke)", "")
+                continue
+            e = m[key]
+            st = ", ".join(f"{s} {v:.0f}" for s, v in e["stage_p50_ms"].items())
+            add(
+                f"end-to-end search {label} (stage p50 ms: {st})",
+                _ms(e["ms"]["search"]),
+                "bare stages " + _ms(e["ms"]["bare_stages"]),
+                f"{key}_p50_vs_bare_stages",
+            )
+    add("peak RSS of the benchmark process (MiB)", f"{f['peak_rss_mb']:.0f}", "")
+    lines = [
+        f"| figure ({f['mode']}, {n:,} chunks, {f['seconds']:.0f}s) | ours | baseline"
+        " (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""Database-side search figures, each against a baseline on the same partition.
+
+* hybrid: ``hybridsearch.search_hybrid`` TopK against one bare HNSW TopK query at the
+  ef_search search_vector uses (``greatest(40, K)``);
+* keyword: ``hybridsearch.search_keyword`` against the ts_rank_cd OR query of
+  bench/keyword.py (handed its tsquery ready-made, so parsing is timed for ours only);
+* filtered hybrid at 10 % and 1 % selectivity against unfiltered hybrid;
+* HNSW recall@10 against exact search (index scans off), and the same for a halfvec
+  HNSW index built on the same partition, with its build time and query speed.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from hybridsearch.collections import Collection
+
+from .load import ANALYZER, partition
+from .timing import interleaved, summary
+
+HYBRID = "SELECT * FROM hybridsearch.search_hybrid(%s, %s, %s, p_top_k => %s, p_filter => %s)"
+KEYWORD = "SELECT * FROM hybridsearch.search_keyword(%s, %s, %s)"
+TSQUERY = "SELECT (hybridsearch.parse_keyword_query(%s, %s)).highlight"
+TS_RANK = """
+SELECT c.chunk_id, pg_catalog.ts_rank_cd(c.fts, %(tsquery)s::tsquery) AS score
+FROM hybridsearch.chunks c
+WHERE c.collection_id = %(cid)s AND c.fts @@ %(tsquery)s::tsquery
+ORDER BY score DESC, c.chunk_id
+LIMIT %(k)s
+"""
+# The bare vector TopK: the expression and operator class of the partition's index.
+NEAREST = (
+    "SELECT chunk_id FROM {table}"
+    " ORDER BY embedding::{type}({dims}) <=> %s::{type}({dims}) LIMIT %s"
+)
+
+
+def ef_search_for(k: int) -> int:
+    """What hybridsearch.search_vector sets for a TopK of ``k``."""
+    return max(40, k)
+
+
+def nearest_sql(collection: Collection, vector_type: str = "vector") -> sql.Composed:
+    return sql.SQL(NEAREST).format(
+        table=partition(collection),
+        type=sql.SQL(vector_type),
+        dims=sql.Literal(collection.dimensions),
+    )
+
+
+def force_index(conn: psycopg.Connection, on: bool) -> None:
+    """Keep the planner on the HNSW index: pgvector costs it from ef_search, so on small
+    partitions or larger ef_search it may pick an exact sequential scan instead."""
+    conn.execute("SET enable_seqscan = off" if on else "RESET enable_seqscan")
+
+
+def uses_index(conn: psycopg.Connection, query: sql.Composed, vector: np.ndarray, k: int) -> bool:
+    plan = conn.execute(sql.SQL("EXPLAIN ") + query, (vector, k)).fetchall()
+    return any("Index Scan" in row[0] for row in plan)
+
+
+def hybrid_vs_hnsw(
+    conn: psycopg.Connection, collection: Collection, texts: list[str], vectors: np.ndarray, k: int
+) -> dict[str, Any]:
+    conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search_for(k))))
+    nearest = nearest_sql(collection)
+    force_index(conn, True)
+    plan_ok = uses_index(conn, nearest, vectors[0], k)
+    counts: dict[str, list[int]] = {"hybrid": [], "hnsw": []}
+    samples = interleaved(
+        list(range(len(texts))),
+        {
+            "hybrid": lambda i: conn.execute(
+                HYBRID, (collection.name, vectors[i], texts[i], k, None)
+            ).fetchall(),
+            "hnsw": lambda i: conn.execute(nearest, (vectors[i], k)).fetchall(),
+        },
+        on_result=lambda name, rows: counts[name].append(len(rows)),
+    )
+    conn.execute("RESET hnsw.ef_search")
+    force_index(conn, False)
+    return {
+        "ef_search": ef_search_for(k),
+        "hnsw_uses_index": plan_ok,
+        "ms": {name: summary(v) for name, v in samples.items()},
+        "mean_results": {name: float(np.mean(c)) for name, c in counts.items()},
+    }
+
+
+def keyword_vs_ts_rank(
+    conn: psycopg.Connection, collection: Collection, texts: list[str], k: int
+) -> dict[str, Any]:
+    tsqueries = [conn.execute(TSQUERY, (ANALYZER, q)).fetchone()[0] for q in texts]  # type: ignore[index]
+    counts: list[int] = []
+    samples = interleaved(
+        list(range(len(texts))),
+        {
+            "bm25": lambda i: conn.execute(KEYWORD, (collection.name, texts[i], k)).fetchall(),
+            "ts_rank_cd": lambda i: conn.execute(
+                TS_RANK, {"tsquery": tsqueries[i], "cid": collection.collection_id, "k": k}
+            ).fetchall(),
+        },
+        on_result=lambda name, rows: counts.append(len(rows)) if name == "bm25" else None,
+    )
+    return {
+        "ms": {name: summary(v) for name, v in samples.items()},
+        "mean_results": float(np.mean(counts)),
+    }
+
+
+def filtered(
+    conn: psycopg.Connection, collection: Collection, texts: list[str], vectors: np.ndarray, k: int
+) -> dict[str, Any]:
+    """Hybrid TopK with a metadata filter keeping 10 % and 1 % of the chunks."""
+    filters = {
+        "unfiltered": None,
+        "10%": Jsonb({"decile": 0}),
+        "1%": Jsonb({"percentile": 0}),
+    }
+    counts: dict[str, list[int]] = {name: [] for name in filters}
+
+    def runner(f: Jsonb | None) -> Any:
+        return lambda i: conn.execute(
+            HYBRID, (collection.name, vectors[i], texts[i], k, f)
+        ).fetchall()
+
+    samples = interleaved(
+        list(range(len(texts))),
+        {name: runner(f) for name, f in filters.items()},
+        on_result=lambda name, rows: counts[name].append(len(rows)),
+    )
+    return {
+        name: {
+            "ms": summary(samples[name]),
+            "min_results": int(min(counts[name])),
+            "mean_results": float(np.mean(counts[name])),
+        }
+        for name in filters
+    }
+
+
+def _ids(conn: psycopg.Connection, query: sql.Composed, vector: np.ndarray, k: int) -> list[int]:
+    return [r[0] for r in conn.execute(query, (vector, k)).fetchall()]
+
+
+def _nth(
+    conn: psycopg.Connection, query: sql.Composed, vectors: np.ndarray, k: int, i: int
+) -> list[int]:
+    return _ids(conn, query, vectors[i], k)
+
+
+def _exact(conn: psycopg.Connection, collection: Collection, vector: np.ndarray) -> list[int]:
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")
+        conn.execute("SET LOCAL enable_seqscan = on")
+        return _ids(conn, nearest_sql(collection), vector, 10)
+
+
+def recall(
+    conn: psycopg.Connection,
+    collection: Collection,
+    vectors: np.ndarray,
+    k: int,
+    *,
+    halfvec: bool,
+) -> dict[str, Any]:
+    """Recall@10 of the vector (and optionally a halfvec) HNSW index against exact search.
+
+    The HNSW lists come from LIMIT 10 at the ef_search a TopK of ``k`` runs with, the
+    same candidate list search_vector reads its first ten from.
+    """
+    exact = [set(_exact(conn, collection, v)) for v in vectors]
+    ef = ef_search_for(k)
+    result: dict[str, Any] = {"ef_search": ef, "queries": len(vectors)}
+    variants = {"vector": nearest_sql(collection)}
+    if halfvec:
+        started = time.perf_counter()
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX {} ON {} USING hnsw ((embedding::halfvec({})) halfvec_cosine_ops)"
+            ).format(
+                sql.Identifier(f"chunks_{collection.collection_id}_halfvec_idx"),
+                partition(collection),
+                sql.Literal(collection.dimensions),
+            )
+        )
+        conn.execute(sql.SQL("ANALYZE {}").format(partition(collection)))
+        result["halfvec_build_s"] = time.perf_counter() - started
+        variants["halfvec"] = nearest_sql(collection, "halfvec")
+    force_index(conn, True)
+    for ef_value in sorted({ef, 100, 200}):
+        conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_value)))
+        for name, query in variants.items():
+            result.setdefault(name, {})[f"uses_index_ef{ef_value}"] = uses_index(
+                conn, query, vectors[0], 10
+            )
+            found = [set(_ids(conn, query, v, 10)) for v in vectors]
+            hits = [len(f & e) / 10 for f, e in zip(found, exact, strict=True)]
+            result.setdefault(name, {})[f"recall@10_ef{ef_value}"] = float(np.mean(hits))
+    conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef)))
+    samples = interleaved(
+        list(range(len(vectors))),
+        {name: partial(_nth, conn, q, vectors, k) for name, q in variants.items()},
+    )
+    for name, values in samples.items():
+        result[name]["ms"] = summary(values)
+    conn.execute("RESET hnsw.ef_search")
+    force_index(conn, False)
+    if halfvec:
+        result["halfvec_index_bytes"] = conn.execute(
+            "SELECT pg_relation_size(%s::regclass)",
+            (f"hybridsearch.chunks_{collection.collection_id}_halfvec_idx",),
+        ).fetchone()[0]  # type: ignore[index]
+        result["vector_index_bytes"] = conn.execute(
+            "SELECT pg_relation_size(%s::regclass)",
+            (f"hybridsearch.chunks_{collection.collection_id}_embedding_idx",),
+        ).fetchone()[0]  # type: ignore[index]
+    return result
