@@ -131,18 +131,15 @@ CREATE FUNCTION hybridsearch.impact_keys(p_fts tsvector)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE SECURITY INVOKER
 AS $$
-    WITH terms AS (
-        SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf
-        FROM unnest(p_fts) AS u
-    ),
-    chunk AS (
-        SELECT hybridsearch.length_bucket(coalesce(sum(terms.tf), 0)::integer) AS bucket
-        FROM terms
+    WITH k AS MATERIALIZED (  -- once per tsvector, not once per term
+        SELECT hybridsearch.tf_buckets() AS tf_buckets,
+               hybridsearch.length_bucket(hybridsearch.term_count(p_fts)) AS length_bucket
     )
     SELECT coalesce(array_agg(hybridsearch.impact_key(
-               (SELECT max(b) FROM unnest(hybridsearch.tf_buckets()) AS b WHERE b <= terms.tf),
-               chunk.bucket, terms.lexeme)), '{}')
-    FROM terms, chunk;
+               k.tf_buckets[pg_catalog.width_bucket(coalesce(array_length(u.positions, 1), 1),
+                                                    k.tf_buckets)],
+               k.length_bucket, u.lexeme)), '{}')
+    FROM k, unnest(p_fts) AS u;
 $$;
 
 CREATE SEQUENCE hybridsearch.chunk_id_seq AS bigint;
