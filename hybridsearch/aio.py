@@ -9,7 +9,6 @@ row → result mapping are the sync modules' own (``collections``, ``ingest``, `
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from types import TracebackType
@@ -280,44 +279,33 @@ class AsyncHybridSearch:
             max_query_chars=self.settings.max_query_chars,
             tenant=tenant,
         )
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
+        timer = search_db.StageTimer()
         embedding = None
-        if options.mode != "keyword":
-            if query_embedding is None:
-                embedder = self.embedder(target)
-                vector = await asyncio.to_thread(embedder.embed_query, options.query)
-            else:
-                vector = query_embedding
-            embedding = check_embedding(vector, target)
-        timings["embed"] = (time.perf_counter() - started) * 1000
+        with timer.stage("embed"):
+            if options.mode != "keyword":
+                if query_embedding is None:
+                    embedder = self.embedder(target)
+                    vector = await asyncio.to_thread(embedder.embed_query, options.query)
+                else:
+                    vector = query_embedding
+                embedding = check_embedding(vector, target)
         async with self._pool.connection() as conn:
-            t = time.perf_counter()
-            candidates = await db.fetch_candidates(
-                conn,
-                target,
-                options,
-                embedding,
-                statement_timeout_ms=self.settings.statement_timeout_ms,
-            )
-            timings["candidates"] = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            top, reranked, note = await asyncio.to_thread(
-                search_db.rerank_candidates,
-                candidates,
-                options,
-                self.reranker,
-                rerank,
-                self.settings.rerank_timeout_s,
-            )
-            timings["rerank"] = (time.perf_counter() - t) * 1000
+            with timer.stage("candidates"):
+                candidates = await db.fetch_candidates(
+                    conn,
+                    target,
+                    options,
+                    embedding,
+                    statement_timeout_ms=self.settings.statement_timeout_ms,
+                )
+            with timer.stage("rerank"):
+                top, reranked, note = await asyncio.to_thread(
+                    search_db.rerank_candidates,
+                    candidates,
+                    options,
+                    self.reranker,
+                    rerank,
+                    self.settings.rerank_timeout_s,
+                )
             top = await db.add_snippets(conn, target, options.query, top)
-        timings["total"] = (time.perf_counter() - started) * 1000
-        return SearchResult(
-            query=options.query,
-            results=top,
-            reranked=reranked,
-            timings_ms={key: round(value, 3) for key, value in timings.items()},
-            candidates=candidates,
-            note=note,
-        )
+        return search_db.search_result(options, candidates, top, reranked, note, timer)

@@ -10,6 +10,8 @@ the fused TopN comes back flagged ``reranked=False`` with a note saying why.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -214,6 +216,46 @@ def add_snippets(
     return with_snippets(hits, rows)
 
 
+class StageTimer:
+    """Milliseconds per search stage, and the total since the timer was made."""
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+        self._ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._ms[name] = (time.perf_counter() - started) * 1000
+
+    def report(self) -> dict[str, float]:
+        """Each stage and the total, rounded to microseconds."""
+        total = (time.perf_counter() - self._started) * 1000
+        return {key: round(value, 3) for key, value in {**self._ms, "total": total}.items()}
+
+
+def search_result(
+    options: SearchOptions,
+    candidates: list[Hit],
+    top: list[Hit],
+    reranked: bool,
+    note: str | None,
+    timer: StageTimer,
+) -> SearchResult:
+    """The report of a finished search (sync and async clients alike)."""
+    return SearchResult(
+        query=options.query,
+        results=top,
+        reranked=reranked,
+        timings_ms=timer.report(),
+        candidates=candidates,
+        note=note,
+    )
+
+
 def run_search(
     conn: psycopg.Connection,
     collection: Collection,
@@ -227,32 +269,20 @@ def run_search(
     rerank_timeout_s: float | None = None,
 ) -> SearchResult:
     """Run one validated search through every stage and report what each did."""
-    started = time.perf_counter()
-    timings: dict[str, float] = {"embed": 0.0, "candidates": 0.0, "rerank": 0.0}
-
+    timer = StageTimer()
     embedding = None
-    if options.mode != "keyword":
-        if query_embedding is None:
-            query_embedding = embedder.embed_query(options.query)
-        embedding = check_embedding(query_embedding, collection)
-    timings["embed"] = (time.perf_counter() - started) * 1000
-
-    t = time.perf_counter()
-    candidates = fetch_candidates(
-        conn, collection, options, embedding, statement_timeout_ms=statement_timeout_ms
-    )
-    timings["candidates"] = (time.perf_counter() - t) * 1000
-
-    t = time.perf_counter()
-    top, reranked, note = rerank_candidates(candidates, options, reranker, rerank, rerank_timeout_s)
-    timings["rerank"] = (time.perf_counter() - t) * 1000
+    with timer.stage("embed"):
+        if options.mode != "keyword":
+            if query_embedding is None:
+                query_embedding = embedder.embed_query(options.query)
+            embedding = check_embedding(query_embedding, collection)
+    with timer.stage("candidates"):
+        candidates = fetch_candidates(
+            conn, collection, options, embedding, statement_timeout_ms=statement_timeout_ms
+        )
+    with timer.stage("rerank"):
+        top, reranked, note = rerank_candidates(
+            candidates, options, reranker, rerank, rerank_timeout_s
+        )
     top = add_snippets(conn, collection, options.query, top)
-    timings["total"] = (time.perf_counter() - started) * 1000
-    return SearchResult(
-        query=options.query,
-        results=top,
-        reranked=reranked,
-        timings_ms={key: round(value, 3) for key, value in timings.items()},
-        candidates=candidates,
-        note=note,
-    )
+    return search_result(options, candidates, top, reranked, note, timer)
