@@ -112,6 +112,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
                 iter_documents(args.paths),
                 batch_size=args.batch_size,
                 on_progress=bar.update,
+                bulk=args.bulk,
             )
     print(
         f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
@@ -238,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="add BEIR corpus.jsonl, .txt/.md files or folders")
     ingest.add_argument("--collection", required=True)
     ingest.add_argument("--batch-size", type=_positive_int, default=64)
+    ingest.add_argument(
+        "--bulk",
+        action="store_true",
+        help="drop the collection's search indexes during the load and build them once after"
+        " (faster for large loads; searches of the collection are slow until it ends)",
+    )
     ingest.add_argument("paths", nargs="+")
     ingest.set_defaults(func=cmd_ingest)
 

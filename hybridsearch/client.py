@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -13,12 +13,19 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from hybridsearch import collections as collections_db
+from hybridsearch.bulk import deferred_indexes
 from hybridsearch.collections import Collection, CollectionSettings, CollectionStats, Distance
 from hybridsearch.config import Settings
 from hybridsearch.db import migrate
 from hybridsearch.db.connection import database_url, open_pool
 from hybridsearch.errors import DatabaseError, SchemaNotInstalledError
-from hybridsearch.ingest import Document, IngestReport, delete_documents, ingest_documents
+from hybridsearch.ingest import (
+    Document,
+    IngestReport,
+    check_dimensions,
+    delete_documents,
+    ingest_documents,
+)
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.search import SearchResult, run_search
@@ -178,17 +185,24 @@ class HybridSearch:
         batch_size: int = 64,
         on_progress: Callable[[int], None] | None = None,
         tenant: str = "",
+        bulk: bool = False,
     ) -> IngestReport:
         """Add or replace documents; one transaction per batch, unchanged ones skipped.
 
-        ``tenant`` owns the documents when one collection serves many tenants.
+        ``tenant`` owns the documents when one collection serves many tenants. ``bulk``
+        drops the collection's search indexes for the load and builds them once at the
+        end (see :mod:`hybridsearch.bulk`): much faster for a load that is large next to
+        what the collection holds; searches of it fall back to exact scans meanwhile.
         """
         target = self.get_collection(collection)
-        with self._connection() as conn:
+        embedder = self.embedder(target)
+        # A model that cannot load must fail before the indexes are dropped, not after.
+        check_dimensions(embedder, target)
+        with self._connection() as conn, deferred_indexes(conn, target) if bulk else nullcontext():
             return ingest_documents(
                 conn,
                 target,
-                self.embedder(target),
+                embedder,
                 documents,
                 batch_size=batch_size,
                 max_document_chars=self.settings.max_document_chars,

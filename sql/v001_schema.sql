@@ -173,13 +173,9 @@ CREATE TABLE hybridsearch.chunks (
 
 ALTER SEQUENCE hybridsearch.chunk_id_seq OWNED BY hybridsearch.chunks.chunk_id;
 
--- Indexes declared on the parent are created on every partition.
-CREATE INDEX chunks_fts_idx ON hybridsearch.chunks USING gin (fts);
--- No pending list: a keyword search makes one lookup per impact tier, and each lookup
--- would scan the whole unmerged pending list.
-CREATE INDEX chunks_impacts_idx ON hybridsearch.chunks USING gin (impacts)
-    WITH (fastupdate = off);
-CREATE INDEX chunks_metadata_idx ON hybridsearch.chunks USING gin (metadata jsonb_path_ops);
+-- The search indexes (HNSW, full text, impact postings, metadata) belong to each
+-- partition, not to the parent: hybridsearch.create_chunk_indexes makes them, and a bulk
+-- load can drop and rebuild one collection's set without touching the others.
 
 -- BM25 corpus statistics, kept exact and transactional by statement triggers on chunks.
 -- Each writer updates the shard numbered by its backend pid, so concurrent ingests

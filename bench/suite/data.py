@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from synthetic import Zipf, unit_vectors, vocabulary  # type: ignore[import-not-found]
+from synthetic import Zipf, vocabulary  # type: ignore[import-not-found]
 
 DIMENSIONS = 384
 WORDS_PER_CHUNK = 150
@@ -19,6 +19,40 @@ CHUNKS_PER_DOCUMENT = 20
 #: 64 documents a transaction, as ``HybridSearch.add_documents`` batches by default.
 DOCUMENTS_PER_BATCH = 64
 VOCABULARY = 50_000
+#: Text embeddings fill a low-dimensional, clustered part of their space (intrinsic
+#: dimension in the tens for sentence encoders), which is what lets HNSW find true
+#: neighbours; uniformly random 384-d vectors have no neighbours worth the name and
+#: would measure a worst case no model produces.
+LATENT_DIMENSIONS = 32
+CLUSTERS = 1_000
+#: within-cluster spread, relative to the spread of the cluster centres
+CLUSTER_SPREAD = 0.5
+#: full-dimensional noise, relative to the latent signal's length
+NOISE = 0.2
+
+
+class Embeddings:
+    """Synthetic unit vectors: clustered latent points, projected to ``DIMENSIONS``, plus noise.
+
+    The projection and the centres come from ``seed``; chunks and queries sample the same
+    distribution from their own generators, so queries land among the chunks as real ones do.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self._projection = rng.standard_normal((LATENT_DIMENSIONS, DIMENSIONS)) / np.sqrt(
+            LATENT_DIMENSIONS
+        )
+        self._centres = rng.standard_normal((CLUSTERS, LATENT_DIMENSIONS))
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        latent = self._centres[rng.integers(CLUSTERS, size=n)]
+        latent = latent + CLUSTER_SPREAD * rng.standard_normal((n, LATENT_DIMENSIONS))
+        signal = latent @ self._projection
+        scale = NOISE * np.linalg.norm(signal, axis=1, keepdims=True) / np.sqrt(DIMENSIONS)
+        v = (signal + scale * rng.standard_normal((n, DIMENSIONS))).astype(np.float32)
+        unit: np.ndarray = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return unit
 
 
 @dataclass(frozen=True)
@@ -42,6 +76,7 @@ def metadata(document_number: int) -> dict[str, int]:
 
 def batches(total_chunks: int, seed: int = 1) -> Iterator[Batch]:
     zipf = Zipf(vocabulary(VOCABULARY))
+    embeddings = Embeddings()
     per_batch = CHUNKS_PER_DOCUMENT * DOCUMENTS_PER_BATCH
     done = 0
     number = 0
@@ -49,7 +84,7 @@ def batches(total_chunks: int, seed: int = 1) -> Iterator[Batch]:
         n = min(per_batch, total_chunks - done)
         rng = np.random.default_rng([seed, number])
         texts = list(zipf.texts(n, WORDS_PER_CHUNK, rng))
-        vectors = unit_vectors(n, DIMENSIONS, rng)
+        vectors = embeddings.sample(n, rng)
         grouped = [texts[i : i + CHUNKS_PER_DOCUMENT] for i in range(0, n, CHUNKS_PER_DOCUMENT)]
         yield Batch(done // CHUNKS_PER_DOCUMENT, done, grouped, vectors)
         done += n
@@ -60,4 +95,4 @@ def queries(n: int, seed: int = 7) -> tuple[list[str], np.ndarray]:
     """``n`` keyword queries (2-5 Zipf words) and ``n`` query unit vectors."""
     rng = np.random.default_rng(seed)
     texts = Zipf(vocabulary(VOCABULARY)).queries(n, rng)
-    return texts, unit_vectors(n, DIMENSIONS, rng)
+    return texts, Embeddings().sample(n, rng)
