@@ -62,7 +62,8 @@ def cli_collection(
         )
         + "\n"
     )
-    done = run_cli(cli_env, "ingest", "--collection", name, str(folder))
+    # --bulk: the searches below then also check the indexes it rebuilds.
+    done = run_cli(cli_env, "ingest", "--collection", name, "--bulk", str(folder))
     assert done.returncode == 0, done.stderr
     assert "4 added" in done.stdout
     yield name
