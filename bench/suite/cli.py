@@ -35,7 +35,7 @@ MAINTENANCE_WORK_MEM = "2GB"
 MODES = {
     "smoke": (10_000, 30, 20, 2, 10),
     "quick": (100_000, 60, 30, 3, TOP_K),
-    "full": (1_000_000, 200, 50, 15, TOP_K),
+    "full": (1_000_000, 200, 50, 5, TOP_K),
 }
 
 
