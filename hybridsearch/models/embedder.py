@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from hybridsearch.errors import EmbeddingError, InvalidInputError, ModelError
+from hybridsearch.models.backend import BackendName, InferenceBackend
 from hybridsearch.models.resolve import (
     SharedModels,
     configure_torch_threads,
@@ -28,15 +30,22 @@ if TYPE_CHECKING:
 ENV_VAR = "HYBRIDSEARCH_EMBEDDING_MODEL"
 
 
-def _load(resolved: str, device: str, local_files_only: bool) -> SentenceTransformer:
+def _load(
+    resolved: str, device: str, local_files_only: bool, backend: InferenceBackend
+) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(resolved, device=device, local_files_only=local_files_only)
     model.eval()
+    if backend.is_onnx:
+        from hybridsearch.models.onnx_runtime import use_onnx
+
+        use_onnx(model, backend, resolved)
     return model
 
 
-#: One loaded embedding model per (resolved name or path, device), shared by every Embedder.
+#: One loaded embedding model per (resolved name or path, device, backend), shared by every
+#: Embedder.
 _models: SharedModels[SentenceTransformer] = SharedModels(_load)
 clear_model_cache = _models.clear
 
@@ -47,6 +56,12 @@ class Embedder:
     ``query_prompt`` and ``document_prompt`` are prefixes some models were trained with
     (E5: ``"query: "`` / ``"passage: "``; BGE: a query instruction). The model loads on first
     use; call :meth:`load` to load it eagerly and surface a :class:`ModelError` early.
+
+    ``backend`` picks the runtime: ``"torch"`` (default), or on CPU ``"onnx"`` (ONNX Runtime,
+    fp32) or ``"onnx-int8"`` (dynamically quantized), which need the ``onnx`` extra. The
+    ONNX file is exported from the loaded weights on first use and cached in
+    ``onnx_cache_dir`` (default: ``$HYBRIDSEARCH_ONNX_CACHE_DIR`` or the user cache folder);
+    ONNX Runtime uses ``torch_threads`` intra-op threads, 1 when unset.
     """
 
     def __init__(
@@ -60,9 +75,18 @@ class Embedder:
         max_length: int | None = None,
         normalize: bool = True,
         torch_threads: int | None = None,
+        backend: BackendName | str = "torch",
+        onnx_cache_dir: str | Path | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise InvalidInputError(f"embedding model must be a non-empty string, got {model!r}")
+        self._backend = InferenceBackend.build(
+            backend,
+            device=device,
+            threads=torch_threads,
+            cache_dir=onnx_cache_dir,
+            what="embedding backend",
+        )
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
         if max_length is not None and max_length < 1:
@@ -79,7 +103,7 @@ class Embedder:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Embedder({self._model_id!r}, device={self._device!r})"
+        return f"Embedder({self._model_id!r}, device={self._device!r}, backend={self.backend!r})"
 
     @property
     def model_id(self) -> str:
@@ -89,6 +113,11 @@ class Embedder:
     @property
     def device(self) -> str:
         return self._device
+
+    @property
+    def backend(self) -> BackendName:
+        """The runtime: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
+        return self._backend.name
 
     @property
     def dimensions(self) -> int:
@@ -108,7 +137,9 @@ class Embedder:
                     configure_torch_threads(self._torch_threads)
                 resolved = resolve_model_path(self._model_id)
                 try:
-                    self._model = _models.get(resolved, self._device)
+                    self._model = _models.get(resolved, self._device, self._backend)
+                except ModelError:
+                    raise
                 except Exception as exc:
                     message = load_failure_message(
                         "embedding model", self._model_id, resolved, exc, ENV_VAR

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from hybridsearch.errors import InvalidInputError, ModelError
+from hybridsearch.models.backend import BackendName, InferenceBackend
 from hybridsearch.models.resolve import (
     SharedModels,
     configure_torch_threads,
@@ -32,15 +34,22 @@ if TYPE_CHECKING:
 ENV_VAR = "HYBRIDSEARCH_RERANKER_MODEL"
 
 
-def _load(resolved: str, device: str, local_files_only: bool) -> CrossEncoder:
+def _load(
+    resolved: str, device: str, local_files_only: bool, backend: InferenceBackend
+) -> CrossEncoder:
     from sentence_transformers import CrossEncoder
 
     model: CrossEncoder = CrossEncoder(resolved, device=device, local_files_only=local_files_only)
     model.eval()
+    if backend.is_onnx:
+        from hybridsearch.models.onnx_runtime import use_onnx
+
+        use_onnx(model, backend, resolved)
     return model
 
 
-#: One loaded cross-encoder per (resolved name or path, device), shared by every Reranker.
+#: One loaded cross-encoder per (resolved name or path, device, backend), shared by every
+#: Reranker.
 _models: SharedModels[CrossEncoder] = SharedModels(_load)
 clear_model_cache = _models.clear
 
@@ -51,6 +60,9 @@ class Reranker:
     The model loads on first use. A failed load is remembered: later calls raise the same
     :class:`ModelError` at once instead of retrying a slow, doomed load on every search.
     Build a new ``Reranker`` to try again.
+
+    ``backend`` is ``"torch"`` (default), or on CPU ``"onnx"`` or ``"onnx-int8"``, as for
+    :class:`~hybridsearch.models.embedder.Embedder` (same export cache and thread rule).
     """
 
     def __init__(
@@ -61,9 +73,18 @@ class Reranker:
         batch_size: int = 32,
         max_length: int | None = 512,
         torch_threads: int | None = None,
+        backend: BackendName | str = "torch",
+        onnx_cache_dir: str | Path | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise InvalidInputError(f"reranker model must be a non-empty string, got {model!r}")
+        self._backend = InferenceBackend.build(
+            backend,
+            device=device,
+            threads=torch_threads,
+            cache_dir=onnx_cache_dir,
+            what="reranker backend",
+        )
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
         if max_length is not None and max_length < 1:
@@ -78,12 +99,17 @@ class Reranker:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Reranker({self._model_id!r}, device={self._device!r})"
+        return f"Reranker({self._model_id!r}, device={self._device!r}, backend={self.backend!r})"
 
     @property
     def model_id(self) -> str:
         """The model name or path this reranker was created with."""
         return self._model_id
+
+    @property
+    def backend(self) -> BackendName:
+        """The runtime: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
+        return self._backend.name
 
     @property
     def load_error(self) -> ModelError | None:
@@ -102,7 +128,10 @@ class Reranker:
                     configure_torch_threads(self._torch_threads)
                 resolved = resolve_model_path(self._model_id)
                 try:
-                    self._model = _models.get(resolved, self._device)
+                    self._model = _models.get(resolved, self._device, self._backend)
+                except ModelError as exc:
+                    self._load_error = exc
+                    raise
                 except Exception as exc:
                     message = load_failure_message(
                         "reranker model", self._model_id, resolved, exc, ENV_VAR

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from hybridsearch.errors import InvalidInputError
+from hybridsearch.models.backend import InferenceBackend
 
 logger = logging.getLogger(__name__)
 
@@ -120,26 +121,28 @@ def load_failure_message(
 
 
 class SharedModels(Generic[M]):
-    """Process-wide models keyed by (resolved name or path, device), each loaded once.
+    """Process-wide models keyed by (resolved name or path, device, backend), each loaded once.
 
-    ``load(resolved, device, local_files_only)`` builds one; a path that does not exist
-    raises FileNotFoundError before anything asks the hub.
+    ``load(resolved, device, local_files_only, backend)`` builds one; a path that does not
+    exist raises FileNotFoundError before anything asks the hub. The backend is part of the
+    key, so a torch model and its ONNX or int8 variants are separate entries.
     """
 
-    def __init__(self, load: Callable[[str, str, bool], M]) -> None:
+    def __init__(self, load: Callable[[str, str, bool, InferenceBackend], M]) -> None:
         self._load = load
         self._lock = threading.Lock()
-        self._models: dict[tuple[str, str], M] = {}
+        self._models: dict[tuple[str, str, InferenceBackend], M] = {}
 
-    def get(self, resolved: str, device: str) -> M:
-        key = (resolved, device)
+    def get(self, resolved: str, device: str, backend: InferenceBackend | None = None) -> M:
+        backend = backend or InferenceBackend()
+        key = (resolved, device, backend)
         with self._lock:
             model = self._models.get(key)
             if model is None:
                 path = Path(resolved).expanduser()
                 if looks_like_path(resolved) and not path.exists():
                     raise FileNotFoundError(resolved)
-                model = self._load(resolved, device, path.is_dir())
+                model = self._load(resolved, device, path.is_dir(), backend)
                 self._models[key] = model
             return model
 
