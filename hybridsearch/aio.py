@@ -77,7 +77,11 @@ class AsyncHybridSearch:
         reranker = reranker if reranker is not None else settings.reranker_model
         if isinstance(reranker, str):
             reranker = Reranker(
-                reranker, device=settings.device, torch_threads=settings.torch_threads
+                reranker,
+                device=settings.device,
+                torch_threads=settings.torch_threads,
+                backend=settings.reranker_backend,
+                onnx_cache_dir=settings.onnx_cache_dir,
             )
         return cls(settings, url, await db.open_async_pool(url), reranker)
 
@@ -106,6 +110,8 @@ class AsyncHybridSearch:
                 query_prompt=s.query_prompt,
                 document_prompt=s.document_prompt,
                 torch_threads=self.settings.torch_threads,
+                backend=self.settings.embedding_backend,
+                onnx_cache_dir=self.settings.onnx_cache_dir,
             )
         return self._embedders[key]
 
@@ -131,6 +137,8 @@ class AsyncHybridSearch:
             query_prompt=settings.query_prompt,
             document_prompt=settings.document_prompt,
             torch_threads=self.settings.torch_threads,
+            backend=self.settings.embedding_backend,
+            onnx_cache_dir=self.settings.onnx_cache_dir,
         )
         dimensions = await asyncio.to_thread(lambda: probe.dimensions)
         arguments = collections_db.create_arguments(

@@ -98,7 +98,11 @@ class HybridSearch:
 
     def _make_reranker(self, model: str) -> Reranker:
         return Reranker(
-            model, device=self.settings.device, torch_threads=self.settings.torch_threads
+            model,
+            device=self.settings.device,
+            torch_threads=self.settings.torch_threads,
+            backend=self.settings.reranker_backend,
+            onnx_cache_dir=self.settings.onnx_cache_dir,
         )
 
     def embedder(self, collection: Collection) -> Embedder:
@@ -112,6 +116,8 @@ class HybridSearch:
                 query_prompt=s.query_prompt,
                 document_prompt=s.document_prompt,
                 torch_threads=self.settings.torch_threads,
+                backend=self.settings.embedding_backend,
+                onnx_cache_dir=self.settings.onnx_cache_dir,
             )
         return self._embedders[key]
 
@@ -138,6 +144,8 @@ class HybridSearch:
             query_prompt=settings.query_prompt,
             document_prompt=settings.document_prompt,
             torch_threads=self.settings.torch_threads,
+            backend=self.settings.embedding_backend,
+            onnx_cache_dir=self.settings.onnx_cache_dir,
         )
         with self._connection() as conn:
             return collections_db.create_collection(

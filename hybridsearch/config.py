@@ -7,6 +7,9 @@
 | HYBRIDSEARCH_EMBEDDING_MODEL | all-MiniLM-L6-v2 | model name or path for new collections |
 | HYBRIDSEARCH_RERANKER_MODEL | unset | cross-encoder name or path; unset = no reranking |
 | HYBRIDSEARCH_DEVICE | cpu | torch device for both models |
+| HYBRIDSEARCH_EMBEDDING_BACKEND | torch | `torch`; on CPU `onnx` or `onnx-int8` (onnx extra) |
+| HYBRIDSEARCH_RERANKER_BACKEND | torch | the same choice for the reranker |
+| HYBRIDSEARCH_ONNX_CACHE_DIR | user cache dir / hybridsearch / onnx | where ONNX exports are kept |
 | HYBRIDSEARCH_TORCH_THREADS | half the cores, at least 1 | intra-op threads for CPU inference |
 | HYBRIDSEARCH_MAX_QUERY_CHARS | 4096 | longest accepted query string |
 | HYBRIDSEARCH_MAX_DOCUMENT_CHARS | 2000000 | longest accepted document text |
@@ -25,7 +28,8 @@ from pathlib import Path
 
 import platformdirs
 
-from hybridsearch.errors import ConfigurationError
+from hybridsearch.errors import ConfigurationError, InvalidInputError
+from hybridsearch.models.backend import BackendName, validate_backend
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -47,6 +51,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _backend(env: Mapping[str, str], name: str) -> BackendName:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return "torch"
+    try:
+        return validate_backend(raw, name)
+    except InvalidInputError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration; build it with :meth:`from_env` or directly in code."""
@@ -57,6 +71,9 @@ class Settings:
     reranker_model: str | None = None
     device: str = "cpu"
     torch_threads: int = field(default_factory=_default_threads)
+    embedding_backend: BackendName = "torch"
+    reranker_backend: BackendName = "torch"
+    onnx_cache_dir: Path | None = None
     max_query_chars: int = 4096
     max_document_chars: int = 2_000_000
     statement_timeout_ms: int = 30_000
@@ -75,6 +92,7 @@ class Settings:
         env = os.environ if env is None else env
         defaults = cls()
         data_dir = env.get("HYBRIDSEARCH_DATA_DIR")
+        onnx_dir = env.get("HYBRIDSEARCH_ONNX_CACHE_DIR")
         return cls(
             database_url=env.get("HYBRIDSEARCH_DATABASE_URL") or None,
             data_dir=Path(data_dir).expanduser() if data_dir else defaults.data_dir,
@@ -82,6 +100,9 @@ class Settings:
             reranker_model=env.get("HYBRIDSEARCH_RERANKER_MODEL") or None,
             device=env.get("HYBRIDSEARCH_DEVICE") or "cpu",
             torch_threads=_int(env, "HYBRIDSEARCH_TORCH_THREADS", defaults.torch_threads),
+            embedding_backend=_backend(env, "HYBRIDSEARCH_EMBEDDING_BACKEND"),
+            reranker_backend=_backend(env, "HYBRIDSEARCH_RERANKER_BACKEND"),
+            onnx_cache_dir=Path(onnx_dir).expanduser() if onnx_dir else None,
             max_query_chars=_int(env, "HYBRIDSEARCH_MAX_QUERY_CHARS", defaults.max_query_chars),
             max_document_chars=_int(
                 env, "HYBRIDSEARCH_MAX_DOCUMENT_CHARS", defaults.max_document_chars
