@@ -43,8 +43,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Bumped whenever the export or quantization recipe changes, so old cache entries are unused.
+#: Bumped whenever the export recipe changes, so old cache entries are unused.
 RECIPE_VERSION = 1
+#: Part of the int8 cache key: what :func:`_quantize` does.
+QUANTIZATION_RECIPE = "dynamic-matmul-qint8-per-channel-reduce-range"
 OPSET = 17
 INSTALL_HINT = "install the ONNX extra (pip install 'hybridsearch[onnx]')"
 
@@ -246,9 +248,12 @@ def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # int8 weights per output channel (per-tensor scales cost MiniLM about 0.03 of cosine to
-    # fp32) and uint8 activations quantized at run time, for the MatMul nodes only: the
-    # embedding tables and layer norms stay fp32, while the matrix products, where the time
-    # goes, run in int8.
+    # fp32) and uint8 activations quantized at run time, for the MatMul nodes with weights
+    # only: embedding tables, attention scores and layer norms stay fp32, while the weight
+    # products, where the time goes, run in int8. reduce_range keeps weights to 7 bits so
+    # uint8 x int8 products cannot saturate the int16 sums of x86 kernels without VNNI; on
+    # the SciFact test reranker it also lifted the nDCG@10 ratio to fp32 from 0.955 to 0.999
+    # (100 held-out queries, BM25 top 50), at the same speed.
     root = logging.getLogger()
     root.addFilter(_quiet_preprocess_advice)
     try:
@@ -257,7 +262,7 @@ def _quantize(source: Path, target: Path) -> None:
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=True,
-            reduce_range=False,
+            reduce_range=True,
             op_types_to_quantize=["MatMul"],
         )
     finally:
@@ -319,7 +324,8 @@ def use_onnx(model: torch.nn.Module, backend: InferenceBackend, model_id: str) -
     fp32_entry = backend.cache_dir / f"{key}-onnx"
     entry = fp32_entry
     if backend.name == "onnx-int8":
-        int8_key = hashlib.blake2b(f"{key}/int8/ort={ort.__version__}".encode(), digest_size=16)
+        recipe = f"{key}/{QUANTIZATION_RECIPE}/ort={ort.__version__}"
+        int8_key = hashlib.blake2b(recipe.encode(), digest_size=16)
         entry = backend.cache_dir / f"{int8_key.hexdigest()}-onnx-int8"
     record = {
         "model": model_id,

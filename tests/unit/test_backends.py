@@ -143,7 +143,7 @@ def test_int8_embeddings_rank_like_torch(
     n = len(SENTENCES)
     torch_vectors, int8_vectors = minilm_vectors["torch"], minilm_vectors["onnx-int8"]
     cosines = (torch_vectors * int8_vectors).sum(axis=1)
-    assert cosines.min() >= 0.98, cosines  # measured 0.990-0.995
+    assert cosines.min() >= 0.98, cosines  # measured 0.989-0.995
     for vectors in (torch_vectors, int8_vectors):
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # each sentence's paraphrase is its nearest neighbour, and each query finds the same
@@ -262,7 +262,7 @@ def test_reranker_backends_order_pairs_like_torch(trained_reranker: Path, onnx_c
     int8, torch_scores = scores["onnx-int8"], scores["torch"]
     same_top = np.mean([a.argmax() == b.argmax() for a, b in zip(int8, torch_scores, strict=True)])
     concordance = np.mean([_concordance(a, b) for a, b in zip(int8, torch_scores, strict=True)])
-    # Measured 0.95 and 0.96: int8 reorders some near-tied random passages, rarely the top one.
+    # Measured 1.0 and 0.955: int8 reorders some near-tied random passages, rarely the top one.
     assert same_top >= 0.85 and concordance >= 0.9, (same_top, concordance)
 
     def relevant_first(runs: list[npt.NDArray[np.float32]]) -> float:
