@@ -29,6 +29,7 @@ from hybridsearch.db import migrate
 from hybridsearch.db.connection import database_url
 from hybridsearch.errors import SchemaNotInstalledError, from_database_error
 from hybridsearch.ingest import Document, IngestReport
+from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.search import SearchResult
@@ -76,13 +77,7 @@ class AsyncHybridSearch:
             )
         reranker = reranker if reranker is not None else settings.reranker_model
         if isinstance(reranker, str):
-            reranker = Reranker(
-                reranker,
-                device=settings.device,
-                torch_threads=settings.torch_threads,
-                backend=settings.reranker_backend,
-                onnx_cache_dir=settings.onnx_cache_dir,
-            )
+            reranker = configured_reranker(reranker, settings)
         return cls(settings, url, await db.open_async_pool(url), reranker)
 
     async def close(self) -> None:
@@ -104,14 +99,11 @@ class AsyncHybridSearch:
         s = collection.settings
         key = (collection.embedding_model, s.query_prompt, s.document_prompt)
         if key not in self._embedders:
-            self._embedders[key] = Embedder(
+            self._embedders[key] = configured_embedder(
                 collection.embedding_model,
-                device=self.settings.device,
+                self.settings,
                 query_prompt=s.query_prompt,
                 document_prompt=s.document_prompt,
-                torch_threads=self.settings.torch_threads,
-                backend=self.settings.embedding_backend,
-                onnx_cache_dir=self.settings.onnx_cache_dir,
             )
         return self._embedders[key]
 
@@ -131,14 +123,11 @@ class AsyncHybridSearch:
         """Create a collection; its dimension is read from the embedding model."""
         collections_db.validate_name(name)
         settings = settings or CollectionSettings()
-        probe = Embedder(
+        probe = configured_embedder(
             model or self.settings.embedding_model,
-            device=self.settings.device,
+            self.settings,
             query_prompt=settings.query_prompt,
             document_prompt=settings.document_prompt,
-            torch_threads=self.settings.torch_threads,
-            backend=self.settings.embedding_backend,
-            onnx_cache_dir=self.settings.onnx_cache_dir,
         )
         dimensions = await asyncio.to_thread(lambda: probe.dimensions)
         arguments = collections_db.create_arguments(

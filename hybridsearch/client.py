@@ -26,6 +26,7 @@ from hybridsearch.ingest import (
     delete_documents,
     ingest_documents,
 )
+from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.search import SearchResult, run_search
@@ -97,27 +98,18 @@ class HybridSearch:
     # -- models --------------------------------------------------------------------------
 
     def _make_reranker(self, model: str) -> Reranker:
-        return Reranker(
-            model,
-            device=self.settings.device,
-            torch_threads=self.settings.torch_threads,
-            backend=self.settings.reranker_backend,
-            onnx_cache_dir=self.settings.onnx_cache_dir,
-        )
+        return configured_reranker(model, self.settings)
 
     def embedder(self, collection: Collection) -> Embedder:
         """The (shared) query/document embedder for a collection's model and prompts."""
         s = collection.settings
         key = (collection.embedding_model, s.query_prompt, s.document_prompt)
         if key not in self._embedders:
-            self._embedders[key] = Embedder(
+            self._embedders[key] = configured_embedder(
                 collection.embedding_model,
-                device=self.settings.device,
+                self.settings,
                 query_prompt=s.query_prompt,
                 document_prompt=s.document_prompt,
-                torch_threads=self.settings.torch_threads,
-                backend=self.settings.embedding_backend,
-                onnx_cache_dir=self.settings.onnx_cache_dir,
             )
         return self._embedders[key]
 
@@ -138,14 +130,11 @@ class HybridSearch:
         collections_db.validate_name(name)
         settings = settings or CollectionSettings()
         model = model or self.settings.embedding_model
-        probe = Embedder(
+        probe = configured_embedder(
             model,
-            device=self.settings.device,
+            self.settings,
             query_prompt=settings.query_prompt,
             document_prompt=settings.document_prompt,
-            torch_threads=self.settings.torch_threads,
-            backend=self.settings.embedding_backend,
-            onnx_cache_dir=self.settings.onnx_cache_dir,
         )
         with self._connection() as conn:
             return collections_db.create_collection(

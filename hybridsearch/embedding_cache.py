@@ -30,8 +30,8 @@ INSERT_CACHED_SQL = (
 
 
 def model_key(embedder: Embedder, document_prompt: str | None) -> str:
-    """What makes two embeddings of the same text interchangeable."""
-    return f"{embedder.model_id}\x1f{document_prompt or ''}"
+    """What makes two embeddings of the same text interchangeable (int8 ones differ)."""
+    return f"{embedder.model_id}\x1f{document_prompt or ''}\x1f{embedder.backend}"
 
 
 def text_hash(text: str) -> bytes:

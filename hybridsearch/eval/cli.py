@@ -230,7 +230,7 @@ def cmd_eval_reranker(args: argparse.Namespace) -> None:
     from hybridsearch.eval.models import evaluate_reranker
     from hybridsearch.eval.report import metric_rows, text_table, write_json
     from hybridsearch.eval.runs import read_trec
-    from hybridsearch.models.reranker import Reranker
+    from hybridsearch.models.configured import configured_reranker
 
     ks = parse_ks(args.k)
     queries = load_queries(Path(args.queries))
@@ -238,7 +238,7 @@ def cmd_eval_reranker(args: argparse.Namespace) -> None:
     candidates = read_trec(Path(args.candidates))
     corpus = load_corpus(Path(args.corpus))
     settings = _settings()
-    reranker = Reranker(args.reranker, device=settings.device, torch_threads=settings.torch_threads)
+    reranker = configured_reranker(args.reranker, settings)
     result = evaluate_reranker(
         reranker, queries, corpus, qrels, candidates, depth=args.depth, ks=ks
     )
@@ -255,15 +255,11 @@ def cmd_eval_reranker(args: argparse.Namespace) -> None:
 def cmd_eval_sts(args: argparse.Namespace) -> None:
     from hybridsearch.eval.models import evaluate_sts, load_sts_pairs
     from hybridsearch.eval.report import write_json
-    from hybridsearch.models.embedder import Embedder
+    from hybridsearch.models.configured import configured_embedder
 
     pairs = load_sts_pairs(Path(args.pairs))
     settings = _settings()
-    embedder = Embedder(
-        args.model or settings.embedding_model,
-        device=settings.device,
-        torch_threads=settings.torch_threads,
-    )
+    embedder = configured_embedder(args.model or settings.embedding_model, settings)
     result = evaluate_sts(embedder, pairs)
     print(
         f"{embedder.model_id}: Spearman {result.spearman:.4f}, Pearson {result.pearson:.4f} "

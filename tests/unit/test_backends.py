@@ -20,9 +20,11 @@ import numpy.typing as npt
 import pytest
 
 from hybridsearch.config import Settings
+from hybridsearch.embedding_cache import model_key
 from hybridsearch.errors import ConfigurationError, InvalidInputError, ModelError
 from hybridsearch.models import embedder as embedder_module
 from hybridsearch.models.backend import BACKENDS, InferenceBackend, validate_backend
+from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.onnx_runtime import OnnxTransformerModel
 from hybridsearch.models.reranker import Reranker, rerank_safely
@@ -124,6 +126,23 @@ def test_settings_read_backends_from_the_environment(tmp_path: Path) -> None:
         Settings.from_env({"HYBRIDSEARCH_RERANKER_BACKEND": "openvino"})
     assert "HYBRIDSEARCH_RERANKER_BACKEND" in str(info.value)
     assert "'onnx-int8'" in str(info.value)
+
+
+def test_configured_models_follow_the_settings_and_cache_per_backend(tmp_path: Path) -> None:
+    """Every service builds models from Settings alike; int8 vectors never stand in for fp32."""
+    settings = Settings.from_env(
+        {
+            "HYBRIDSEARCH_EMBEDDING_BACKEND": "onnx-int8",
+            "HYBRIDSEARCH_RERANKER_BACKEND": "onnx",
+            "HYBRIDSEARCH_ONNX_CACHE_DIR": str(tmp_path),
+        }
+    )
+    embedder = configured_embedder("some/model", settings, document_prompt="passage: ")
+    reranker = configured_reranker("some/reranker", settings)
+    assert (embedder.backend, reranker.backend) == ("onnx-int8", "onnx")
+    torch_embedder = configured_embedder("some/model", Settings.from_env({}))
+    keys = {model_key(e, "passage: ") for e in (embedder, torch_embedder)}
+    assert len(keys) == 2
 
 
 # --- embedder ------------------------------------------------------------------------------
