@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -196,14 +197,22 @@ class AsyncHybridSearch:
         batch_size: int = 64,
         on_progress: Callable[[int], None] | None = None,
         tenant: str = "",
+        bulk: bool = False,
     ) -> IngestReport:
-        """Add or replace documents; one transaction per batch, unchanged ones skipped."""
+        """Add or replace documents; one transaction per batch, unchanged ones skipped.
+
+        ``bulk`` defers the collection's search indexes to the end of the load, as in
+        :meth:`hybridsearch.HybridSearch.add_documents`.
+        """
         target = await self.get_collection(collection)
         embedder = self.embedder(target)
         await asyncio.to_thread(ingest.check_dimensions, embedder, target)
         report = IngestReport()
         action = f"ingest into {target.name!r}"
-        async with self._pool.connection() as conn:
+        async with (
+            self._pool.connection() as conn,
+            db.deferred_indexes(conn, target) if bulk else nullcontext(),
+        ):
             for batch in ingest.batches(documents, batch_size):
                 latest = ingest.latest_by_id(batch, self.settings.max_document_chars)
                 try:

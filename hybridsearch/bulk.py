@@ -22,8 +22,11 @@ DROP_INDEXES_SQL = "SELECT hybridsearch.drop_chunk_indexes(%s)"
 CREATE_INDEXES_SQL = "SELECT hybridsearch.create_chunk_indexes(%s)"
 
 
-def _partition(collection: Collection) -> sql.Identifier:
-    return sql.Identifier("hybridsearch", f"chunks_{collection.collection_id}")
+def analyze_sql(collection: Collection) -> sql.Composed:
+    """ANALYZE of the collection's partition: fresh statistics for the rebuilt indexes."""
+    return sql.SQL("ANALYZE {}").format(
+        sql.Identifier("hybridsearch", f"chunks_{collection.collection_id}")
+    )
 
 
 def rebuild_indexes(
@@ -51,7 +54,7 @@ def rebuild_indexes(
                     (str(parallel_workers),),
                 )
             row = conn.execute(CREATE_INDEXES_SQL, (collection.name,)).fetchone()
-            conn.execute(sql.SQL("ANALYZE {}").format(_partition(collection)))
+            conn.execute(analyze_sql(collection))
     except psycopg.Error as exc:
         raise from_database_error(exc, f"build the indexes of {collection.name!r}") from exc
     return int(row[0]) if row else 0

@@ -7,7 +7,8 @@ docstring) on a psycopg ``AsyncConnection``; none holds SQL of its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,8 @@ from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from hybridsearch import bulk, ingest
 from hybridsearch import embedding_cache as cache
-from hybridsearch import ingest
 from hybridsearch import search as search_db
 from hybridsearch.collections import Collection
 from hybridsearch.errors import DatabaseError, SchemaNotInstalledError, from_database_error
@@ -139,6 +140,25 @@ async def write_documents(
             (collection.collection_id, tenant, collection.analyzer),
         )
     return len(rows) - len(replaced), len(replaced)
+
+
+@asynccontextmanager
+async def deferred_indexes(conn: AsyncConnection, collection: Collection) -> AsyncIterator[None]:
+    """:func:`hybridsearch.bulk.deferred_indexes` (without its memory settings)."""
+    try:
+        async with conn.transaction():
+            await conn.execute(bulk.DROP_INDEXES_SQL, (collection.name,))
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"drop the indexes of {collection.name!r}") from exc
+    try:
+        yield
+    finally:
+        try:
+            async with conn.transaction():
+                await conn.execute(bulk.CREATE_INDEXES_SQL, (collection.name,))
+                await conn.execute(bulk.analyze_sql(collection))
+        except psycopg.Error as exc:
+            raise from_database_error(exc, f"build the indexes of {collection.name!r}") from exc
 
 
 async def delete_documents(

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 
 from hybridsearch import (
@@ -100,6 +101,22 @@ def test_ingest_is_idempotent_and_visible_to_the_sync_api(
     assert (stats.documents, stats.chunks) == (2, 2)
     hits = hs.search(collection_name, "bread flour yeast", top_n=1, rerank=False).results
     assert hits[0].document_id == "bread"
+
+
+def test_bulk_ingest_rebuilds_the_indexes_and_finds_the_same(
+    settings: Settings, collection_name: str, conn: psycopg.Connection
+) -> None:
+    async def use(ahs: AsyncHybridSearch) -> tuple[Any, list[str]]:
+        await ahs.create_collection(collection_name)
+        report = await ahs.add_documents(collection_name, DOCS, batch_size=2, bulk=True)
+        hits = await ahs.search(collection_name, "bread flour yeast", top_n=1, rerank=False)
+        return report, [h.document_id for h in hits.results]
+
+    report, found = run(settings, use)
+    assert (report.added, report.chunks) == (3, 3)
+    assert found == ["bread"]
+    rebuilt = conn.execute("SELECT hybridsearch.create_chunk_indexes(%s)", (collection_name,))
+    assert rebuilt.fetchone() == (0,)  # all four were rebuilt: none was missing
 
 
 def test_search_returns_what_the_sync_api_returns(
