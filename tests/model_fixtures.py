@@ -6,7 +6,6 @@ from the BEIR SciFact copy in the repository's sibling folder ``../shared/data/s
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -14,9 +13,11 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from hybridsearch.eval.beir import load_qrels, load_queries
+from hybridsearch.file_lock import exclusive_file_lock
+from hybridsearch.ingest import Document
 from hybridsearch.models.resolve import packaged_minilm_path
 from hybridsearch.models.training import fine_tune_cross_encoder
 
@@ -92,6 +93,28 @@ def load_scifact(
     return corpus, queries, qrels
 
 
+def scifact_sample_documents(
+    data_dir: Path, held_out: slice, distractors: int
+) -> tuple[dict[str, str], dict[str, dict[str, int]], list[Document]]:
+    """A small SciFact collection for end-to-end tests.
+
+    Returns the TRAIN queries at positions ``held_out`` (id -> text; pick positions after
+    the reranker's training queries), the train qrels, and as documents their relevant
+    chunks plus the corpus's first ``distractors`` documents.
+    """
+    queries = load_queries(data_dir / "queries.jsonl")
+    qrels = load_qrels(data_dir / "qrels" / "train.tsv")
+    chosen = {qid: queries[qid] for qid in list(qrels)[held_out]}
+    wanted = {doc for qid in chosen for doc in qrels[qid]}
+    docs = []
+    with (data_dir / "corpus.jsonl").open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines):
+            record = json.loads(line)
+            if record["_id"] in wanted or number < distractors:
+                docs.append(Document(record["_id"], f"{record['title']}\n\n{record['text']}"))
+    return chosen, qrels, docs
+
+
 def scifact_train_query_ids(data_dir: Path) -> list[str]:
     """TRAIN query ids with at least one relevant document, in file order."""
     _, queries, qrels = load_scifact(data_dir)
@@ -134,24 +157,6 @@ def _cache_is_valid(output_dir: Path, params: dict[str, object]) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (POSIX), so concurrent test sessions on one
-    machine train once and the others wait for the result instead of competing for cores."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock; staging + rename still keeps the cache whole
-        yield
-        return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def build_test_reranker(output_dir: Path, data_dir: Path) -> Path:
     """Fine-tune MiniLM into a SciFact reranker at ``output_dir``, or reuse a cached one.
 
@@ -167,7 +172,7 @@ def build_test_reranker(output_dir: Path, data_dir: Path) -> Path:
     params: dict[str, object] = {**TEST_RERANKER_PARAMS, "base_model": base_model}
     if _cache_is_valid(output_dir, params):
         return output_dir
-    with _exclusive(output_dir.with_name(f".{output_dir.name}.lock")):
+    with exclusive_file_lock(output_dir.with_name(f".{output_dir.name}.lock")):
         if _cache_is_valid(output_dir, params):  # another session built it while we waited
             return output_dir
         pairs = scifact_training_pairs(

@@ -19,7 +19,6 @@ The torch weights are dropped after the swap; only the ONNX session holds the mo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import json
@@ -27,7 +26,6 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +33,7 @@ import numpy as np
 import torch
 
 from hybridsearch.errors import ModelError
+from hybridsearch.file_lock import exclusive_file_lock
 from hybridsearch.models.backend import InferenceBackend
 
 if TYPE_CHECKING:
@@ -173,22 +172,6 @@ def _fingerprint(hf_model: torch.nn.Module, parts: list[str]) -> str:
             tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         )
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An exclusive lock (POSIX), so concurrent processes export a model once."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: staging + rename still keeps entries whole
-        yield
-        return
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _export(module: Transformer, input_names: list[str], output_key: str, target: Path) -> None:
@@ -337,7 +320,7 @@ def use_onnx(model: torch.nn.Module, backend: InferenceBackend, model_id: str) -
     }
     try:
         backend.cache_dir.mkdir(parents=True, exist_ok=True)
-        with _exclusive(backend.cache_dir / f".{key}.lock"):
+        with exclusive_file_lock(backend.cache_dir / f".{key}.lock"):
             needed = [fp32_entry, entry] if entry != fp32_entry else [entry]
             for item in needed:
                 if not (item / "model.onnx").is_file():

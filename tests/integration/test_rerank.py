@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +9,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from hybridsearch import Document, HybridSearch, Reranker, Settings
-from hybridsearch.eval.beir import load_qrels, load_queries
+from hybridsearch import HybridSearch, Reranker, Settings
+from hybridsearch.eval.beir import load_qrels
+from tests.model_fixtures import scifact_sample_documents
 
 # Training pairs come from the first 400 judged train queries; these come after them.
 HELD_OUT = slice(700, 712)
@@ -20,16 +20,7 @@ HELD_OUT = slice(700, 712)
 @pytest.fixture(scope="module")
 def scifact_sample(hs: HybridSearch, scifact_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """Relevant documents of a few held-out train queries plus 150 distractors."""
-    queries = load_queries(scifact_dir / "queries.jsonl")
-    qrels = load_qrels(scifact_dir / "qrels" / "train.tsv")
-    chosen = {qid: queries[qid] for qid in list(qrels)[HELD_OUT]}
-    wanted = {doc for qid in chosen for doc in qrels[qid]}
-    docs = []
-    with (scifact_dir / "corpus.jsonl").open() as lines:
-        for number, line in enumerate(lines):
-            record = json.loads(line)
-            if record["_id"] in wanted or number < 150:
-                docs.append(Document(record["_id"], f"{record['title']}\n\n{record['text']}"))
+    chosen, _, docs = scifact_sample_documents(scifact_dir, HELD_OUT, distractors=150)
     name = "rerank_sample"
     hs.drop_collection(name)
     hs.create_collection(name)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from hybridsearch import Document, HybridSearch, Settings
-from hybridsearch.eval.beir import load_qrels, load_queries
+from hybridsearch import HybridSearch, Settings
 from hybridsearch.models.onnx_runtime import OnnxTransformerModel
+from tests.model_fixtures import scifact_sample_documents
 
 # Held-out train queries (the test reranker trained on the first 600 judged ones).
 HELD_OUT = slice(720, 726)
@@ -34,16 +33,7 @@ def sample(
     """A collection ingested through the ONNX embedder: the relevant documents of a few
     held-out queries plus 60 distractors; yields its name, {query: relevant document ids}
     and the client."""
-    queries = load_queries(scifact_dir / "queries.jsonl")
-    qrels = load_qrels(scifact_dir / "qrels" / "train.tsv")
-    chosen = {qid: queries[qid] for qid in list(qrels)[HELD_OUT]}
-    wanted = {doc for qid in chosen for doc in qrels[qid]}
-    docs = []
-    with (scifact_dir / "corpus.jsonl").open() as lines:
-        for number, line in enumerate(lines):
-            record = json.loads(line)
-            if record["_id"] in wanted or number < 60:
-                docs.append(Document(record["_id"], f"{record['title']}\n\n{record['text']}"))
+    chosen, qrels, docs = scifact_sample_documents(scifact_dir, HELD_OUT, distractors=60)
     name = "onnx_backend_sample"
     with HybridSearch(onnx_settings, reranker=str(trained_reranker)) as client:
         client.drop_collection(name)
