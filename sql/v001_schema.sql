@@ -213,55 +213,36 @@ AS $$
     SELECT (pg_catalog.pg_backend_pid() % 16)::smallint;
 $$;
 
-CREATE FUNCTION hybridsearch.count_inserted_chunks()
+-- One function for both statement triggers: each names its transition table
+-- changed_chunks, and TG_OP gives the sign. Lengths and max_tf are all-time bounds, so a
+-- delete folds its chunks' values in with least/greatest like an insert: they were
+-- counted when the chunks were added, so the bounds readers take over all shards stay
+-- the same.
+CREATE FUNCTION hybridsearch.count_changed_chunks()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER
 AS $$
+DECLARE
+    v_sign integer := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
 BEGIN
     -- ORDER BY gives every writer the same lock order, so upserts cannot deadlock.
     INSERT INTO hybridsearch.collection_stats AS s
         (collection_id, shard, chunks, terms, min_terms, max_terms)
-    SELECT n.collection_id, hybridsearch.stats_shard(), count(*), sum(n.term_count),
-           min(n.term_count), max(n.term_count)
-    FROM new_chunks n
-    GROUP BY n.collection_id
-    ORDER BY n.collection_id
+    SELECT c.collection_id, hybridsearch.stats_shard(), v_sign * count(*),
+           v_sign * sum(c.term_count), min(c.term_count), max(c.term_count)
+    FROM changed_chunks c
+    GROUP BY c.collection_id
+    ORDER BY c.collection_id
     ON CONFLICT (collection_id, shard) DO UPDATE
         SET chunks = s.chunks + EXCLUDED.chunks, terms = s.terms + EXCLUDED.terms,
             min_terms = least(s.min_terms, EXCLUDED.min_terms),
             max_terms = greatest(s.max_terms, EXCLUDED.max_terms);
     INSERT INTO hybridsearch.term_stats AS t (collection_id, term, shard, df, max_tf)
-    SELECT n.collection_id, u.lexeme, hybridsearch.stats_shard(), count(*),
+    SELECT c.collection_id, u.lexeme, hybridsearch.stats_shard(), v_sign * count(*),
            max(coalesce(array_length(u.positions, 1), 1))
-    FROM new_chunks n, unnest(n.fts) AS u
-    GROUP BY n.collection_id, u.lexeme
-    ORDER BY n.collection_id, u.lexeme
-    ON CONFLICT (collection_id, term, shard) DO UPDATE
-        SET df = t.df + EXCLUDED.df, max_tf = greatest(t.max_tf, EXCLUDED.max_tf);
-    RETURN NULL;
-END;
-$$;
-
-CREATE FUNCTION hybridsearch.count_deleted_chunks()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER
-AS $$
-BEGIN
-    INSERT INTO hybridsearch.collection_stats AS s
-        (collection_id, shard, chunks, terms, min_terms, max_terms)
-    SELECT o.collection_id, hybridsearch.stats_shard(), -count(*), -sum(o.term_count),
-           min(o.term_count), max(o.term_count)
-    FROM old_chunks o
-    GROUP BY o.collection_id
-    ORDER BY o.collection_id
-    ON CONFLICT (collection_id, shard) DO UPDATE
-        SET chunks = s.chunks + EXCLUDED.chunks, terms = s.terms + EXCLUDED.terms;
-    INSERT INTO hybridsearch.term_stats AS t (collection_id, term, shard, df, max_tf)
-    SELECT o.collection_id, u.lexeme, hybridsearch.stats_shard(), -count(*),
-           max(coalesce(array_length(u.positions, 1), 1))
-    FROM old_chunks o, unnest(o.fts) AS u
-    GROUP BY o.collection_id, u.lexeme
-    ORDER BY o.collection_id, u.lexeme
+    FROM changed_chunks c, unnest(c.fts) AS u
+    GROUP BY c.collection_id, u.lexeme
+    ORDER BY c.collection_id, u.lexeme
     ON CONFLICT (collection_id, term, shard) DO UPDATE
         SET df = t.df + EXCLUDED.df, max_tf = greatest(t.max_tf, EXCLUDED.max_tf);
     RETURN NULL;
@@ -271,13 +252,13 @@ $$;
 -- Chunks are only ever inserted or deleted (a changed document replaces its chunks).
 CREATE TRIGGER chunks_count_inserted
     AFTER INSERT ON hybridsearch.chunks
-    REFERENCING NEW TABLE AS new_chunks
-    FOR EACH STATEMENT EXECUTE FUNCTION hybridsearch.count_inserted_chunks();
+    REFERENCING NEW TABLE AS changed_chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION hybridsearch.count_changed_chunks();
 
 CREATE TRIGGER chunks_count_deleted
     AFTER DELETE ON hybridsearch.chunks
-    REFERENCING OLD TABLE AS old_chunks
-    FOR EACH STATEMENT EXECUTE FUNCTION hybridsearch.count_deleted_chunks();
+    REFERENCING OLD TABLE AS changed_chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION hybridsearch.count_changed_chunks();
 
 CREATE FUNCTION hybridsearch.reject_chunk_update()
 RETURNS trigger
