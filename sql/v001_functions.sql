@@ -255,7 +255,8 @@ AS $$
     FROM hybridsearch.parse_keyword_query(p_analyzer, p_query) AS q;
 $$;
 
--- Create a collection and its chunk partition with an HNSW index and a dimension check.
+-- Create a collection and its chunk partition with a dimension check and its search
+-- indexes.
 CREATE FUNCTION hybridsearch.create_collection(
     p_name text,
     p_embedding_model text,
@@ -303,15 +304,17 @@ BEGIN
 END;
 $$;
 
--- The search indexes of one collection's partition, by name suffix. Building them after a
--- bulk load is several times cheaper than maintaining them row by row during it.
+-- The search indexes of one collection's partition, whether each exists now, and the
+-- statement that creates it. Building them after a bulk load is several times cheaper
+-- than maintaining them row by row during it.
 CREATE FUNCTION hybridsearch.chunk_index_definitions(p_name text)
-RETURNS TABLE (index_name text, definition text)
+RETURNS TABLE (index_name text, present boolean, definition text)
 LANGUAGE sql STABLE SECURITY INVOKER
 AS $$
     SELECT p.partition || s.suffix,
-           format('CREATE INDEX IF NOT EXISTS %I ON hybridsearch.%I ',
-                  p.partition || s.suffix, p.partition) || s.method
+           to_regclass(format('hybridsearch.%I', p.partition || s.suffix)) IS NOT NULL,
+           format('CREATE INDEX %I ON hybridsearch.%I ', p.partition || s.suffix, p.partition)
+               || s.method
     FROM hybridsearch.collections c
     CROSS JOIN LATERAL (SELECT 'chunks_' || c.collection_id AS partition) p
     CROSS JOIN LATERAL (VALUES
@@ -342,11 +345,11 @@ DECLARE
     v_built integer := 0;
 BEGIN
     PERFORM hybridsearch.get_collection(p_name);  -- raises for an unknown name
-    FOR v_index IN SELECT * FROM hybridsearch.chunk_index_definitions(p_name) LOOP
-        IF to_regclass(format('hybridsearch.%I', v_index.index_name)) IS NULL THEN
-            EXECUTE v_index.definition;
-            v_built := v_built + 1;
-        END IF;
+    FOR v_index IN
+        SELECT * FROM hybridsearch.chunk_index_definitions(p_name) AS d WHERE NOT d.present
+    LOOP
+        EXECUTE v_index.definition;
+        v_built := v_built + 1;
     END LOOP;
     RETURN v_built;
 END;
@@ -363,11 +366,11 @@ DECLARE
     v_dropped integer := 0;
 BEGIN
     PERFORM hybridsearch.get_collection(p_name);  -- raises for an unknown name
-    FOR v_index IN SELECT * FROM hybridsearch.chunk_index_definitions(p_name) LOOP
-        IF to_regclass(format('hybridsearch.%I', v_index.index_name)) IS NOT NULL THEN
-            EXECUTE format('DROP INDEX hybridsearch.%I', v_index.index_name);
-            v_dropped := v_dropped + 1;
-        END IF;
+    FOR v_index IN
+        SELECT * FROM hybridsearch.chunk_index_definitions(p_name) AS d WHERE d.present
+    LOOP
+        EXECUTE format('DROP INDEX hybridsearch.%I', v_index.index_name);
+        v_dropped := v_dropped + 1;
     END LOOP;
     RETURN v_dropped;
 END;
