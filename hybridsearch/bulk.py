@@ -24,9 +24,7 @@ CREATE_INDEXES_SQL = "SELECT hybridsearch.create_chunk_indexes(%s)"
 
 def analyze_sql(collection: Collection) -> sql.Composed:
     """ANALYZE of the collection's partition: fresh statistics for the rebuilt indexes."""
-    return sql.SQL("ANALYZE {}").format(
-        sql.Identifier("hybridsearch", f"chunks_{collection.collection_id}")
-    )
+    return sql.SQL("ANALYZE {}").format(collection.partition)
 
 
 def rebuild_indexes(

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -75,6 +76,11 @@ class Collection:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     settings: CollectionSettings = field(default_factory=CollectionSettings)
+
+    @property
+    def partition(self) -> sql.Identifier:
+        """The table holding this collection's chunks (a partition of hybridsearch.chunks)."""
+        return sql.Identifier("hybridsearch", f"chunks_{self.collection_id}")
 
 
 @dataclass(frozen=True)

@@ -72,10 +72,6 @@ class LoadResult:
     analyze_s: float = 0.0
 
 
-def partition(collection: Collection) -> sql.Identifier:
-    return sql.Identifier("hybridsearch", f"chunks_{collection.collection_id}")
-
-
 def fresh_collection(conn: psycopg.Connection, name: str) -> Collection:
     """Drop ``name`` and the bare table if a previous run left them; create both anew."""
     conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))

@@ -20,9 +20,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from hybridsearch.bulk import analyze_sql
 from hybridsearch.collections import Collection
 
-from .load import ANALYZER, partition
+from .load import ANALYZER
 from .timing import interleaved, summary
 
 HYBRID = "SELECT * FROM hybridsearch.search_hybrid(%s, %s, %s, p_top_k => %s, p_filter => %s)"
@@ -49,7 +50,7 @@ def ef_search_for(k: int) -> int:
 
 def nearest_sql(collection: Collection, vector_type: str = "vector") -> sql.Composed:
     return sql.SQL(NEAREST).format(
-        table=partition(collection),
+        table=collection.partition,
         type=sql.SQL(vector_type),
         dims=sql.Literal(collection.dimensions),
     )
@@ -192,11 +193,11 @@ def recall(
                 "CREATE INDEX {} ON {} USING hnsw ((embedding::halfvec({})) halfvec_cosine_ops)"
             ).format(
                 sql.Identifier(f"chunks_{collection.collection_id}_halfvec_idx"),
-                partition(collection),
+                collection.partition,
                 sql.Literal(collection.dimensions),
             )
         )
-        conn.execute(sql.SQL("ANALYZE {}").format(partition(collection)))
+        conn.execute(analyze_sql(collection))
         result["halfvec_build_s"] = time.perf_counter() - started
         variants["halfvec"] = nearest_sql(collection, "halfvec")
     force_index(conn, True)
