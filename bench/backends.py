@@ -48,7 +48,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
 import numpy.typing as npt
-from suite.timing import interleaved, summary
+from suite.timing import interleaved, ratio, summary
 
 from hybridsearch.eval.beir import load_corpus, load_qrels, load_queries
 from hybridsearch.eval.metrics import evaluate
@@ -111,10 +111,6 @@ def _dataset(
         keep = judged | set(random.Random(seed).sample(others, min(distractors, len(others))))
         corpus = {doc: text for doc, text in corpus.items() if doc in keep}
     return corpus, queries, qrels
-
-
-def _ratio(value: float, base: float) -> float:
-    return value / base if base > 0 else float("nan")
 
 
 def _embedder_figures(
@@ -233,9 +229,9 @@ def _table(results: dict[str, Any]) -> str:
                 agreement = f"top-10 overlap {row['top10_overlap_with_torch']:.3f}"
             lines.append(
                 f"| {stage} | {backend} | {latency['p50']:.2f} | {latency['p95']:.2f} "
-                f"| {_ratio(latency['p50'], base['latency_ms']['p50']):.2f} "
-                f"| {_ratio(latency['mean'], base['latency_ms']['mean']):.2f} "
-                f"| {row['ndcg@10']:.4f} | {_ratio(row['ndcg@10'], base['ndcg@10']):.4f} "
+                f"| {ratio(latency['p50'], base['latency_ms']['p50']):.2f} "
+                f"| {ratio(latency['mean'], base['latency_ms']['mean']):.2f} "
+                f"| {row['ndcg@10']:.4f} | {ratio(row['ndcg@10'], base['ndcg@10']):.4f} "
                 f"| {agreement} |"
             )
     return "\n".join(lines)
