@@ -611,6 +611,204 @@ BEGIN
 END;
 $$;
 
+-- The impact keys, of those given with their term's number and highest tf, of the terms
+-- in p_mask (bit i - 1 for term i) that hold a tf of p_min_tf or more.
+CREATE FUNCTION hybridsearch.subset_keys(
+    p_keys text[],
+    p_key_term integer[],
+    p_key_high integer[],
+    p_mask integer,
+    p_min_tf integer
+)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT coalesce(array_agg(k.key), '{}')
+    FROM unnest(p_keys, p_key_term, p_key_high) AS k(key, term, high)
+    WHERE p_mask & (1 << (k.term - 1)) <> 0 AND k.high >= p_min_tf;
+$$;
+
+-- Exact top K by BM25 for queries of plain words, at most 8 (one subset of them per bit
+-- of a mask), by term coverage: which of the query terms a chunk holds, and how often.
+-- On short queries most chunks hold one term at tf 1, and the top K hold several, or
+-- one often; impact tiers would visit every posting of every term before their bound
+-- dropped (the weights within a term's posting list are nearly flat), while a GIN scan
+-- with one key per term intersects the lists inside the index and visits the heap only
+-- for chunks holding all of them.
+--
+--   1. Each subset S of the terms bounds the chunks holding S: every term at its
+--      max_tf and the shortest length. A second, lower bound (every term at tf 1)
+--      covers the chunks whose terms of S are all at tf 1.
+--   2. Subsets are visited best bound first. A visit fetches the chunks holding every
+--      term of S (and maybe others) and scores them exactly from term_freqs. The first
+--      visit takes only chunks where a term of S reaches the lowest tf that can still
+--      score the threshold (at least 2, from the impact keys), the second all of them.
+--   3. The threshold is the K-th exact score once K chunks are scored; before that a
+--      guess, from half the best bound down by 0.6 a pass, so the first visits of a
+--      common term fetch its few high-tf chunks rather than its whole posting list.
+--      A pass ends at the first subset bound below the threshold; its result is exact
+--      once its K-th score reaches the guess (every chunk scoring that much was fetched),
+--      else the next pass starts from that K-th score or a lower guess.
+CREATE FUNCTION hybridsearch.keyword_topk_coverage(
+    p_collection_id integer,
+    p_terms text[],
+    p_idf double precision[],
+    p_max_tf integer[],
+    p_k1 double precision,
+    p_b double precision,
+    p_avglen double precision,
+    p_min_length integer,
+    p_max_length integer,
+    p_top_k integer,
+    p_filter jsonb,
+    p_tenant text
+)
+RETURNS TABLE (chunk_id bigint, score double precision)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET enable_seqscan = off
+AS $$
+DECLARE
+    v_m          integer := cardinality(p_terms);
+    v_maxtf      integer := (SELECT max(x) FROM unnest(p_max_tf) AS x);
+    -- the weight of term t at tf f (0 .. v_maxtf, capped at its max_tf) and the shortest
+    -- length, at v_w[(t - 1) * (v_maxtf + 1) + f + 1]
+    v_w          double precision[];
+    -- every impact key of the query terms, with its term and the highest tf it holds
+    v_keys       text[];
+    v_key_term   integer[];
+    v_key_high   integer[];
+    -- subsets of the terms (bit masks), best bound first
+    v_masks      integer[];
+    v_bounds     double precision[];
+    v_all        boolean[];
+    v_done       integer[];  -- subsets whose every chunk has been fetched this pass
+    v_mask       integer;
+    v_slot       integer[];
+    v_tau        double precision;
+    v_eff        double precision;
+    v_level      integer;
+    v_top_ids    bigint[];
+    v_top_scores double precision[];
+BEGIN
+    SELECT array_agg(CASE WHEN f.f = 0 THEN 0 ELSE q.idf * hybridsearch.bm25_weight(
+                         least(f.f, q.max_tf), p_min_length, p_avglen, p_k1, p_b) END
+                     ORDER BY q.i, f.f)
+    INTO v_w
+    FROM unnest(p_idf, p_max_tf) WITH ORDINALITY AS q(idf, max_tf, i)
+    CROSS JOIN generate_series(0, v_maxtf) AS f(f);
+
+    SELECT array_agg(hybridsearch.impact_key(r.low, l.bucket, q.term)),
+           array_agg(q.i::integer), array_agg(r.high)
+    INTO v_keys, v_key_term, v_key_high
+    FROM unnest(p_terms, p_max_tf) WITH ORDINALITY AS q(term, max_tf, i)
+    CROSS JOIN hybridsearch.tf_bucket_ranges() AS r
+    CROSS JOIN hybridsearch.length_bucket_ranges(p_min_length, p_max_length) AS l
+    WHERE r.low <= q.max_tf AND r.low <= l.longest;
+
+    -- Each subset is visited twice: for its chunks with a term at tf >= 2 (bound: every
+    -- term at its max_tf) and for all its chunks (bound: every term at tf 1), so the
+    -- many chunks of common terms are fetched only once the bound of tf 1 is needed.
+    SELECT array_agg(s.mask ORDER BY s.bound DESC, s.mask, s.fetch_all),
+           array_agg(s.bound ORDER BY s.bound DESC, s.mask, s.fetch_all),
+           array_agg(s.fetch_all ORDER BY s.bound DESC, s.mask, s.fetch_all)
+    INTO v_masks, v_bounds, v_all
+    FROM (
+        SELECT m.mask, a.fetch_all,
+               sum(v_w[(t.i - 1) * (v_maxtf + 1)
+                       + CASE WHEN a.fetch_all THEN 1 ELSE p_max_tf[t.i] END + 1]) AS bound,
+               max(p_max_tf[t.i]) AS max_tf
+        FROM generate_series(1, (1 << v_m) - 1) AS m(mask)
+        CROSS JOIN (VALUES (false), (true)) AS a(fetch_all)
+        CROSS JOIN generate_series(1, v_m) AS t(i)
+        WHERE m.mask & (1 << (t.i - 1)) <> 0
+        GROUP BY m.mask, a.fetch_all
+    ) AS s
+    WHERE s.fetch_all OR s.max_tf >= 2;
+
+    v_tau := 0.5 * (SELECT max(b) FROM unnest(v_bounds) AS b);
+    LOOP
+        v_top_ids := '{}';
+        v_top_scores := '{}';
+        v_done := '{}';
+        FOR s IN 1 .. cardinality(v_masks) LOOP
+            v_mask := v_masks[s];
+            v_eff := CASE WHEN cardinality(v_top_ids) = p_top_k
+                          THEN greatest(v_tau, v_top_scores[p_top_k]) ELSE v_tau END;
+            EXIT WHEN v_bounds[s] < v_eff;
+            -- every chunk holding all terms of a subset of this one was fetched already
+            CONTINUE WHEN EXISTS (SELECT FROM unnest(v_done) AS d(mask)
+                                  WHERE d.mask & v_mask = d.mask);
+            IF v_all[s] THEN
+                v_level := 1;
+                v_done := v_done || v_mask;
+            ELSE
+                -- the lowest tf one of the subset's terms must reach for a chunk to score
+                -- v_eff, and at least 2: chunks with every term at tf 1 come with v_all
+                SELECT greatest(coalesce(max(l.l), 0) + 1, 2) INTO v_level
+                FROM generate_series(0, v_maxtf) AS l(l)
+                WHERE (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1) + least(l.l, p_max_tf[t.i]) + 1])
+                       FROM generate_series(1, v_m) AS t(i)
+                       WHERE v_mask & (1 << (t.i - 1)) <> 0) < v_eff;
+            END IF;
+            v_slot := ARRAY(SELECT t.i FROM generate_series(1, v_m) AS t(i)
+                            WHERE v_mask & (1 << (t.i - 1)) <> 0 ORDER BY t.i);
+            WITH fetched AS (
+                SELECT c.chunk_id AS id,
+                       (SELECT sum(q.idf * hybridsearch.bm25_weight(
+                                   (d.term_freqs ->> q.term)::double precision, c.term_count,
+                                   p_avglen, p_k1, p_b))
+                        FROM unnest(p_terms, p_idf) AS q(term, idf)) AS score
+                FROM hybridsearch.chunks AS c
+                CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
+                WHERE c.collection_id = p_collection_id
+                  -- one GIN scan with a key per term (GIN intersects them; a slot past
+                  -- the subset's size repeats its first term) and one for the tf level
+                  AND c.impacts && hybridsearch.subset_keys(v_keys, v_key_term, v_key_high,
+                                                            1 << (v_slot[1] - 1), 1)
+                  AND c.impacts && hybridsearch.subset_keys(
+                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[2], v_slot[1]) - 1), 1)
+                  AND c.impacts && hybridsearch.subset_keys(
+                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[3], v_slot[1]) - 1), 1)
+                  AND c.impacts && hybridsearch.subset_keys(
+                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[4], v_slot[1]) - 1), 1)
+                  AND c.impacts && hybridsearch.subset_keys(
+                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[5], v_slot[1]) - 1), 1)
+                  AND c.impacts && hybridsearch.subset_keys(
+                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[6], v_slot[1]) - 1), 1)
+                  AND c.impacts && hybridsearch.subset_keys(
+                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[7], v_slot[1]) - 1), 1)
+                  AND c.impacts && hybridsearch.subset_keys(
+                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[8], v_slot[1]) - 1), 1)
+                  AND c.impacts && hybridsearch.subset_keys(
+                      v_keys, v_key_term, v_key_high,
+                      CASE WHEN v_level = 1 THEN 1 << (v_slot[1] - 1) ELSE v_mask END, v_level)
+                  AND (p_filter IS NULL OR c.metadata @> p_filter)
+                  AND (p_tenant IS NULL OR c.tenant_id = p_tenant)
+            ),
+            merged AS (
+                SELECT m.id, max(m.score) AS score
+                FROM (SELECT * FROM unnest(v_top_ids, v_top_scores) AS b(id, score)
+                      UNION ALL
+                      SELECT * FROM fetched) AS m
+                GROUP BY m.id
+                ORDER BY score DESC, m.id
+                LIMIT p_top_k
+            )
+            SELECT coalesce(array_agg(merged.id ORDER BY merged.score DESC, merged.id), '{}'),
+                   coalesce(array_agg(merged.score ORDER BY merged.score DESC, merged.id), '{}')
+            INTO v_top_ids, v_top_scores
+            FROM merged;
+        END LOOP;
+        EXIT WHEN v_tau = 0
+               OR cardinality(v_top_ids) = p_top_k AND v_top_scores[p_top_k] >= v_tau;
+        v_tau := CASE WHEN cardinality(v_top_ids) = p_top_k THEN v_top_scores[p_top_k]
+                      WHEN v_tau < 1e-3 * v_bounds[1] THEN 0
+                      ELSE 0.6 * v_tau END;
+    END LOOP;
+    RETURN QUERY SELECT r.id, r.score FROM unnest(v_top_ids, v_top_scores) AS r(id, score);
+END;
+$$;
+
 -- Exact top K by BM25 over the impact tiers (see hybridsearch.impact_keys), for
 -- queries made of plain words. A threshold algorithm over score-ordered blocks:
 --
@@ -842,7 +1040,8 @@ $$;
 --   idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))       (never negative)
 --
 -- N, avglen and df come from collection_stats and term_stats, exact in this snapshot.
--- Evaluation is exact with dynamic pruning: plain word queries walk the impact tiers
+-- Evaluation is exact with dynamic pruning: queries of up to 8 plain words go by term
+-- coverage (keyword_topk_coverage), longer ones walk the impact tiers
 -- (keyword_topk_impacts); queries with required phrases or exclusions use MaxScore
 -- over the full-text index (keyword_topk_maxscore).
 CREATE FUNCTION hybridsearch.search_keyword(
@@ -901,7 +1100,14 @@ BEGIN
         RETURN;
     END IF;
 
-    IF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 62 THEN
+    IF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 8 THEN
+        RETURN QUERY
+        SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
+        FROM hybridsearch.keyword_topk_coverage(
+            v_collection.collection_id, v_terms, v_idf, v_max_tf, v_collection.bm25_k1,
+            v_collection.bm25_b, v_avglen, v_min_length, v_max_length, p_top_k, p_filter,
+            v_tenant) AS r;
+    ELSIF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 62 THEN
         RETURN QUERY
         SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
         FROM hybridsearch.keyword_topk_impacts(

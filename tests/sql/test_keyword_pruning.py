@@ -1,8 +1,9 @@
-"""Both pruned keyword paths (impact tiers, MaxScore) return the exhaustive BM25 top K.
+"""Every pruned keyword path returns the exhaustive BM25 top K: term coverage (queries of
+up to 8 words), impact tiers (longer ones) and MaxScore (exclusions, phrases).
 
 The reference scores every chunk in Python from its stored term frequencies, so a bound
-that is too tight in either pruning algorithm (a skipped tier, a dropped candidate)
-shows up as a missing or misranked chunk.
+that is too tight in any pruning algorithm (a skipped subset or tier, a dropped
+candidate) shows up as a missing or misranked chunk.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ QUERIES = [
     ["w001x", "w002x"],
     ["w010x", "w200x", "w350x"],
     ["w003x", "w030x", "w120x", "w260x", "w399x"],
-    [f"w{i:03d}x" for i in range(0, 400, 37)],  # 11 terms, common and rare
+    [f"w{i:03d}x" for i in range(0, 400, 37)],  # 11 terms, common and rare: impact tiers
     [f"w{i:03d}x" for i in range(5, 12)],  # 7 common terms
+    [f"w{i:03d}x" for i in range(20, 28)],  # 8 terms: the most coverage takes
     ["w150x", "nosuchword"],
 ]
 
@@ -120,7 +122,7 @@ QUERIES = [
 @pytest.mark.parametrize("terms", QUERIES, ids=lambda t: "+".join(t)[:40])
 @pytest.mark.parametrize("top_k", [1, 10, 50])
 @pytest.mark.parametrize("group", [None, 1])
-def test_impact_tiers_return_exhaustive_top_k(
+def test_plain_word_queries_return_exhaustive_top_k(
     conn: psycopg.Connection,
     corpus: tuple[str, list[tuple[int, dict[str, int], int, int]]],
     terms: list[str],
