@@ -611,44 +611,53 @@ BEGIN
 END;
 $$;
 
--- The impact keys, of those given with their term's number and highest tf, of the terms
--- in p_mask (bit i - 1 for term i) that hold a tf of p_min_tf or more.
-CREATE FUNCTION hybridsearch.subset_keys(
+-- The impact keys, of those given with their term's number, of term p_term: a chunk
+-- holds the term if it has one of them. NULL for a NULL term.
+CREATE FUNCTION hybridsearch.term_keys(p_keys text[], p_key_term integer[], p_term integer)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT array_agg(k.key)
+    FROM unnest(p_keys, p_key_term) AS k(key, term)
+    WHERE k.term = p_term;
+$$;
+
+-- The impact keys, of those given with their term's number and highest tf, that hold a
+-- tf of p_levels[term] or more (none for a term whose level is NULL).
+CREATE FUNCTION hybridsearch.level_keys(
     p_keys text[],
     p_key_term integer[],
     p_key_high integer[],
-    p_mask integer,
-    p_min_tf integer
+    p_levels integer[]
 )
 RETURNS text[]
 LANGUAGE sql IMMUTABLE SECURITY INVOKER
 AS $$
     SELECT coalesce(array_agg(k.key), '{}')
     FROM unnest(p_keys, p_key_term, p_key_high) AS k(key, term, high)
-    WHERE p_mask & (1 << (k.term - 1)) <> 0 AND k.high >= p_min_tf;
+    WHERE k.high >= p_levels[k.term];
 $$;
 
--- Exact top K by BM25 for queries of plain words, at most 8 (one subset of them per bit
--- of a mask), by term coverage: which of the query terms a chunk holds, and how often.
--- On short queries most chunks hold one term at tf 1, and the top K hold several, or
--- one often; impact tiers would visit every posting of every term before their bound
--- dropped (the weights within a term's posting list are nearly flat), while a GIN scan
--- with one key per term intersects the lists inside the index and visits the heap only
--- for chunks holding all of them.
+-- Exact top K by BM25 for unfiltered queries of plain words, at most 8 (one subset of
+-- them per bit of a mask), by term coverage: which of the query terms a chunk holds, and
+-- how often. On short queries most chunks hold one term at tf 1, and the top K hold
+-- several, or one often; impact tiers would visit every posting of every term before
+-- their bound dropped (the weights within a term's posting list are nearly flat), while
+-- a GIN scan with one key per term intersects the lists inside the index and visits the
+-- heap only for chunks holding all of them. Fetched chunks are scored exactly from
+-- term_freqs and merged into the top K; the threshold is its K-th score (0 until K).
 --
---   1. Each subset S of the terms bounds the chunks holding S: every term at its
---      max_tf and the shortest length. A second, lower bound (every term at tf 1)
---      covers the chunks whose terms of S are all at tf 1.
---   2. Subsets are visited best bound first. A visit fetches the chunks holding every
---      term of S (and maybe others) and scores them exactly from term_freqs. The first
---      visit takes only chunks where a term of S reaches the lowest tf that can still
---      score the threshold (at least 2, from the impact keys), the second all of them.
---   3. The threshold is the K-th exact score once K chunks are scored; before that a
---      guess, from half the best bound down by 0.6 a pass, so the first visits of a
---      common term fetch its few high-tf chunks rather than its whole posting list.
---      A pass ends at the first subset bound below the threshold; its result is exact
---      once its K-th score reaches the guess (every chunk scoring that much was fetched),
---      else the next pass starts from that K-th score or a lower guess.
+--   1. Each subset S of the terms bounds the chunks holding S: every term at its max_tf
+--      and the shortest length; a second, lower bound (every term at tf 1) covers the
+--      chunks whose terms of S are all at tf 1. Subsets are visited best bound first,
+--      until a bound falls below the threshold.
+--   2. The first visit of S fetches the chunks holding every term of S where some term
+--      t reaches a level: the levels start above each max_tf and come down, rare terms
+--      first, until a chunk below all of them scores under the threshold. The second
+--      fetches all chunks holding S; chunks holding a superset of S are then skipped.
+--   3. A visit fetches at most 10 K chunks at first. Past that, the chunks scored raise
+--      the threshold, and the visit starts again with higher levels (or is no longer
+--      needed); only when they do not is the visit fetched whole.
 CREATE FUNCTION hybridsearch.keyword_topk_coverage(
     p_collection_id integer,
     p_terms text[],
@@ -659,9 +668,7 @@ CREATE FUNCTION hybridsearch.keyword_topk_coverage(
     p_avglen double precision,
     p_min_length integer,
     p_max_length integer,
-    p_top_k integer,
-    p_filter jsonb,
-    p_tenant text
+    p_top_k integer
 )
 RETURNS TABLE (chunk_id bigint, score double precision)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
@@ -681,14 +688,30 @@ DECLARE
     v_masks      integer[];
     v_bounds     double precision[];
     v_all        boolean[];
-    v_done       integer[];  -- subsets whose every chunk has been fetched this pass
+    v_done       integer[] := '{}';  -- subsets whose every chunk has been fetched
     v_mask       integer;
-    v_slot       integer[];
-    v_tau        double precision;
+    v_slot       integer[];  -- the terms of the subset
     v_eff        double precision;
-    v_level      integer;
-    v_top_ids    bigint[];
-    v_top_scores double precision[];
+    -- A visit fetches at most this many chunks at first: when there are more, those
+    -- scored raise the threshold and the visit starts again at higher levels.
+    v_fetch_cap  integer := greatest(10 * p_top_k, 200);
+    v_cap        integer;
+    v_fetched    bigint;
+    -- the GIN keys of one fetch
+    v_k1         text[];
+    v_k2         text[];
+    v_k3         text[];
+    v_k4         text[];
+    v_k5         text[];
+    v_k6         text[];
+    v_k7         text[];
+    v_k8         text[];
+    v_level_keys text[];
+    -- per term of the subset, the tf a fetched chunk must reach in one of them
+    v_levels     integer[];
+    v_pick       integer;
+    v_top_ids    bigint[] := '{}';
+    v_top_scores double precision[] := '{}';
 BEGIN
     SELECT array_agg(CASE WHEN f.f = 0 THEN 0 ELSE q.idf * hybridsearch.bm25_weight(
                          least(f.f, q.max_tf), p_min_length, p_avglen, p_k1, p_b) END
@@ -725,34 +748,52 @@ BEGIN
     ) AS s
     WHERE s.fetch_all OR s.max_tf >= 2;
 
-    v_tau := 0.5 * (SELECT max(b) FROM unnest(v_bounds) AS b);
-    LOOP
-        v_top_ids := '{}';
-        v_top_scores := '{}';
-        v_done := '{}';
-        FOR s IN 1 .. cardinality(v_masks) LOOP
-            v_mask := v_masks[s];
-            v_eff := CASE WHEN cardinality(v_top_ids) = p_top_k
-                          THEN greatest(v_tau, v_top_scores[p_top_k]) ELSE v_tau END;
-            EXIT WHEN v_bounds[s] < v_eff;
-            -- every chunk holding all terms of a subset of this one was fetched already
-            CONTINUE WHEN EXISTS (SELECT FROM unnest(v_done) AS d(mask)
-                                  WHERE d.mask & v_mask = d.mask);
+    FOR s IN 1 .. cardinality(v_masks) LOOP
+        v_mask := v_masks[s];
+        v_eff := coalesce(v_top_scores[p_top_k], 0);
+        EXIT WHEN v_bounds[s] < v_eff;
+        -- every chunk holding all terms of a subset of this one was fetched already
+        CONTINUE WHEN EXISTS (SELECT FROM unnest(v_done) AS d(mask) WHERE d.mask & v_mask = d.mask);
+        -- one GIN scan with a key per term of the subset (GIN intersects them; a slot past
+        -- the subset's size repeats its first term) and one for the tf levels
+        v_slot := ARRAY(SELECT t.i FROM generate_series(1, v_m) AS t(i)
+                        WHERE v_mask & (1 << (t.i - 1)) <> 0 ORDER BY t.i);
+        v_k1 := hybridsearch.term_keys(v_keys, v_key_term, v_slot[1]);
+        v_k2 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[2], v_slot[1]));
+        v_k3 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[3], v_slot[1]));
+        v_k4 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[4], v_slot[1]));
+        v_k5 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[5], v_slot[1]));
+        v_k6 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[6], v_slot[1]));
+        v_k7 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[7], v_slot[1]));
+        v_k8 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[8], v_slot[1]));
+        v_cap := v_fetch_cap;
+        LOOP
             IF v_all[s] THEN
-                v_level := 1;
-                v_done := v_done || v_mask;
+                v_level_keys := v_k1;
             ELSE
-                -- the lowest tf one of the subset's terms must reach for a chunk to score
-                -- v_eff, and at least 2: chunks with every term at tf 1 come with v_all
-                SELECT greatest(coalesce(max(l.l), 0) + 1, 2) INTO v_level
-                FROM generate_series(0, v_maxtf) AS l(l)
-                WHERE (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1) + least(l.l, p_max_tf[t.i]) + 1])
-                       FROM generate_series(1, v_m) AS t(i)
-                       WHERE v_mask & (1 << (t.i - 1)) <> 0) < v_eff;
+                -- A chunk whose every term t of the subset is below v_levels[t] scores at
+                -- most the sum of their weights at v_levels[t] - 1: lower the levels,
+                -- rare terms first (the largest drop in weight), until that sum is below
+                -- v_eff, and no further than 2 (tf 1 everywhere is the second visit's).
+                v_levels := array_fill(NULL::integer, ARRAY[v_m]);
+                FOREACH v_pick IN ARRAY v_slot LOOP
+                    v_levels[v_pick] := p_max_tf[v_pick] + 1;
+                END LOOP;
+                LOOP
+                    EXIT WHEN (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]])
+                               FROM unnest(v_slot) AS t(i)) < v_eff;
+                    SELECT t.i INTO v_pick
+                    FROM unnest(v_slot) AS t(i)
+                    WHERE v_levels[t.i] > 2
+                    ORDER BY v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]]
+                             - v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i] - 1] DESC, t.i
+                    LIMIT 1;
+                    EXIT WHEN v_pick IS NULL;
+                    v_levels[v_pick] := v_levels[v_pick] - 1;
+                END LOOP;
+                v_level_keys := hybridsearch.level_keys(v_keys, v_key_term, v_key_high, v_levels);
             END IF;
-            v_slot := ARRAY(SELECT t.i FROM generate_series(1, v_m) AS t(i)
-                            WHERE v_mask & (1 << (t.i - 1)) <> 0 ORDER BY t.i);
-            WITH fetched AS (
+            WITH fetched AS MATERIALIZED (
                 SELECT c.chunk_id AS id,
                        (SELECT sum(q.idf * hybridsearch.bm25_weight(
                                    (d.term_freqs ->> q.term)::double precision, c.term_count,
@@ -761,31 +802,13 @@ BEGIN
                 FROM hybridsearch.chunks AS c
                 CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
                 WHERE c.collection_id = p_collection_id
-                  -- one GIN scan with a key per term (GIN intersects them; a slot past
-                  -- the subset's size repeats its first term) and one for the tf level
-                  AND c.impacts && hybridsearch.subset_keys(v_keys, v_key_term, v_key_high,
-                                                            1 << (v_slot[1] - 1), 1)
-                  AND c.impacts && hybridsearch.subset_keys(
-                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[2], v_slot[1]) - 1), 1)
-                  AND c.impacts && hybridsearch.subset_keys(
-                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[3], v_slot[1]) - 1), 1)
-                  AND c.impacts && hybridsearch.subset_keys(
-                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[4], v_slot[1]) - 1), 1)
-                  AND c.impacts && hybridsearch.subset_keys(
-                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[5], v_slot[1]) - 1), 1)
-                  AND c.impacts && hybridsearch.subset_keys(
-                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[6], v_slot[1]) - 1), 1)
-                  AND c.impacts && hybridsearch.subset_keys(
-                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[7], v_slot[1]) - 1), 1)
-                  AND c.impacts && hybridsearch.subset_keys(
-                      v_keys, v_key_term, v_key_high, 1 << (coalesce(v_slot[8], v_slot[1]) - 1), 1)
-                  AND c.impacts && hybridsearch.subset_keys(
-                      v_keys, v_key_term, v_key_high,
-                      CASE WHEN v_level = 1 THEN 1 << (v_slot[1] - 1) ELSE v_mask END, v_level)
-                  AND (p_filter IS NULL OR c.metadata @> p_filter)
-                  AND (p_tenant IS NULL OR c.tenant_id = p_tenant)
+                  AND c.impacts && v_k1 AND c.impacts && v_k2 AND c.impacts && v_k3
+                  AND c.impacts && v_k4 AND c.impacts && v_k5 AND c.impacts && v_k6
+                  AND c.impacts && v_k7 AND c.impacts && v_k8 AND c.impacts && v_level_keys
+                LIMIT v_cap
             ),
             merged AS (
+                -- a chunk is fetched again by every subset of its terms that is visited
                 SELECT m.id, max(m.score) AS score
                 FROM (SELECT * FROM unnest(v_top_ids, v_top_scores) AS b(id, score)
                       UNION ALL
@@ -795,16 +818,23 @@ BEGIN
                 LIMIT p_top_k
             )
             SELECT coalesce(array_agg(merged.id ORDER BY merged.score DESC, merged.id), '{}'),
-                   coalesce(array_agg(merged.score ORDER BY merged.score DESC, merged.id), '{}')
-            INTO v_top_ids, v_top_scores
+                   coalesce(array_agg(merged.score ORDER BY merged.score DESC, merged.id), '{}'),
+                   (SELECT count(*) FROM fetched)
+            INTO v_top_ids, v_top_scores, v_fetched
             FROM merged;
+
+            EXIT WHEN v_cap IS NULL OR v_fetched < v_cap;  -- the whole visit was fetched
+            -- Capped: the chunks scored so far may raise the threshold, and with it the
+            -- levels, or rule the subset out; if they do neither, fetch it all.
+            EXIT WHEN v_bounds[s] < coalesce(v_top_scores[p_top_k], 0);
+            v_cap := CASE WHEN coalesce(v_top_scores[p_top_k], 0) > v_eff THEN v_fetch_cap END;
+            v_eff := coalesce(v_top_scores[p_top_k], 0);
         END LOOP;
-        EXIT WHEN v_tau = 0
-               OR cardinality(v_top_ids) = p_top_k AND v_top_scores[p_top_k] >= v_tau;
-        v_tau := CASE WHEN cardinality(v_top_ids) = p_top_k THEN v_top_scores[p_top_k]
-                      WHEN v_tau < 1e-3 * v_bounds[1] THEN 0
-                      ELSE 0.6 * v_tau END;
+        IF v_all[s] AND (v_cap IS NULL OR v_fetched < v_cap) THEN
+            v_done := v_done || v_mask;
+        END IF;
     END LOOP;
+
     RETURN QUERY SELECT r.id, r.score FROM unnest(v_top_ids, v_top_scores) AS r(id, score);
 END;
 $$;
@@ -1040,9 +1070,9 @@ $$;
 --   idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))       (never negative)
 --
 -- N, avglen and df come from collection_stats and term_stats, exact in this snapshot.
--- Evaluation is exact with dynamic pruning: queries of up to 8 plain words go by term
--- coverage (keyword_topk_coverage), longer ones walk the impact tiers
--- (keyword_topk_impacts); queries with required phrases or exclusions use MaxScore
+-- Evaluation is exact with dynamic pruning: unfiltered queries of up to 8 plain words go
+-- by term coverage (keyword_topk_coverage), other plain word queries walk the impact
+-- tiers (keyword_topk_impacts); queries with required phrases or exclusions use MaxScore
 -- over the full-text index (keyword_topk_maxscore).
 CREATE FUNCTION hybridsearch.search_keyword(
     p_collection text,
@@ -1100,13 +1130,15 @@ BEGIN
         RETURN;
     END IF;
 
-    IF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 8 THEN
+    -- (a filter or a tenant leaves coverage few chunks per visit, and passes of visits
+    -- to find K; the impact tiers check them on postings they read anyway)
+    IF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 8
+       AND p_filter IS NULL AND v_tenant IS NULL THEN
         RETURN QUERY
         SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
         FROM hybridsearch.keyword_topk_coverage(
             v_collection.collection_id, v_terms, v_idf, v_max_tf, v_collection.bm25_k1,
-            v_collection.bm25_b, v_avglen, v_min_length, v_max_length, p_top_k, p_filter,
-            v_tenant) AS r;
+            v_collection.bm25_b, v_avglen, v_min_length, v_max_length, p_top_k) AS r;
     ELSIF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 62 THEN
         RETURN QUERY
         SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
