@@ -710,6 +710,11 @@ DECLARE
     -- per term of the subset, the tf a fetched chunk must reach in one of them
     v_levels     integer[];
     v_pick       integer;
+    -- per term, the rate of a Poisson law with the term's document frequency (the
+    -- chance of tf >= 1 is df / N, about exp(-idf)), and its log; ln(f!) at [f + 1]
+    v_rate       double precision[];
+    v_log_rate   double precision[];
+    v_log_factorial double precision[];
     v_top_ids    bigint[] := '{}';
     v_top_scores double precision[] := '{}';
 BEGIN
@@ -719,6 +724,15 @@ BEGIN
     INTO v_w
     FROM unnest(p_idf, p_max_tf) WITH ORDINALITY AS q(idf, max_tf, i)
     CROSS JOIN generate_series(0, v_maxtf) AS f(f);
+
+    SELECT array_agg(-ln(1 - least(exp(-q.idf), 0.999)) ORDER BY q.i),
+           array_agg(ln(-ln(1 - least(exp(-q.idf), 0.999))) ORDER BY q.i)
+    INTO v_rate, v_log_rate
+    FROM unnest(p_idf) WITH ORDINALITY AS q(idf, i);
+    SELECT array_agg(coalesce((SELECT sum(ln(i)) FROM generate_series(1, f.f) AS i), 0)
+                     ORDER BY f.f)
+    INTO v_log_factorial
+    FROM generate_series(0, v_maxtf) AS f(f);
 
     SELECT array_agg(hybridsearch.impact_key(r.low, l.bucket, q.term)),
            array_agg(q.i::integer), array_agg(r.high)
@@ -772,9 +786,11 @@ BEGIN
                 v_level_keys := v_k1;
             ELSE
                 -- A chunk whose every term t of the subset is below v_levels[t] scores at
-                -- most the sum of their weights at v_levels[t] - 1: lower the levels,
-                -- rare terms first (the largest drop in weight), until that sum is below
-                -- v_eff, and no further than 2 (tf 1 everywhere is the second visit's).
+                -- most the sum of their weights at v_levels[t] - 1: lower the levels until
+                -- that sum is below v_eff, and no further than 2 (tf 1 everywhere is the
+                -- second visit's). Each step lowers the level that buys the largest drop
+                -- in weight per chunk it adds, as a Poisson law of the term's frequency
+                -- estimates them: rare terms first, and common ones only at high tf.
                 v_levels := array_fill(NULL::integer, ARRAY[v_m]);
                 FOREACH v_pick IN ARRAY v_slot LOOP
                     v_levels[v_pick] := p_max_tf[v_pick] + 1;
@@ -785,8 +801,10 @@ BEGIN
                     SELECT t.i INTO v_pick
                     FROM unnest(v_slot) AS t(i)
                     WHERE v_levels[t.i] > 2
-                    ORDER BY v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]]
-                             - v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i] - 1] DESC, t.i
+                    ORDER BY (v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]]
+                              - v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i] - 1])
+                             / exp(v_log_rate[t.i] * (v_levels[t.i] - 1) - v_rate[t.i]
+                                   - v_log_factorial[v_levels[t.i]]) DESC, t.i
                     LIMIT 1;
                     EXIT WHEN v_pick IS NULL;
                     v_levels[v_pick] := v_levels[v_pick] - 1;
