@@ -655,9 +655,11 @@ $$;
 --      t reaches a level: the levels start above each max_tf and come down, rare terms
 --      first, until a chunk below all of them scores under the threshold. The second
 --      fetches all chunks holding S; chunks holding a superset of S are then skipped.
---   3. A visit fetches at most 10 K chunks at first. Past that, the chunks scored raise
+--   3. A visit fetches at most 10 K chunks at a time. Past that, the chunks scored raise
 --      the threshold, and the visit starts again with higher levels (or is no longer
---      needed); only when they do not is the visit fetched whole.
+--      needed). When they do not, the levels go up to halfway between the threshold and
+--      the bound (bisection) until a fetch is whole, whose chunks, the best of the visit,
+--      raise the threshold; then the visit comes down to the threshold, fetched whole.
 CREATE FUNCTION hybridsearch.keyword_topk_coverage(
     p_collection_id integer,
     p_terms text[],
@@ -697,6 +699,10 @@ DECLARE
     v_fetch_cap  integer := greatest(10 * p_top_k, 200);
     v_cap        integer;
     v_fetched    bigint;
+    v_kth        double precision;
+    v_came_down  boolean;   -- the visit fetched whole above the threshold, then came down
+    v_last_keys  text[];    -- the levels' keys of the last capped fetch
+    v_bisecting  boolean;   -- v_eff was raised halfway to the bound after it
     -- the GIN keys of one fetch
     v_k1         text[];
     v_k2         text[];
@@ -781,6 +787,9 @@ BEGIN
         v_k7 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[7], v_slot[1]));
         v_k8 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[8], v_slot[1]));
         v_cap := v_fetch_cap;
+        v_came_down := false;
+        v_bisecting := false;
+        v_last_keys := NULL;
         LOOP
             IF v_all[s] THEN
                 v_level_keys := v_k1;
@@ -810,6 +819,14 @@ BEGIN
                     v_levels[v_pick] := v_levels[v_pick] - 1;
                 END LOOP;
                 v_level_keys := hybridsearch.level_keys(v_keys, v_key_term, v_key_high, v_levels);
+                IF v_bisecting AND v_level_keys = v_last_keys THEN
+                    -- halfway up did not raise a level: further up, or fetch it whole
+                    IF v_bounds[s] - v_eff > 1e-9 * v_bounds[s] THEN
+                        v_eff := (v_eff + v_bounds[s]) / 2;
+                        CONTINUE;
+                    END IF;
+                    v_cap := NULL;
+                END IF;
             END IF;
             WITH fetched AS MATERIALIZED (
                 SELECT c.chunk_id AS id,
@@ -841,16 +858,38 @@ BEGIN
             INTO v_top_ids, v_top_scores, v_fetched
             FROM merged;
 
-            EXIT WHEN v_cap IS NULL OR v_fetched < v_cap;  -- the whole visit was fetched
-            -- Capped: the chunks scored so far may raise the threshold, and with it the
-            -- levels, or rule the subset out; if they do neither, fetch it all.
-            EXIT WHEN v_bounds[s] < coalesce(v_top_scores[p_top_k], 0);
-            v_cap := CASE WHEN coalesce(v_top_scores[p_top_k], 0) > v_eff THEN v_fetch_cap END;
-            v_eff := coalesce(v_top_scores[p_top_k], 0);
+            v_kth := coalesce(v_top_scores[p_top_k], 0);
+            IF v_cap IS NULL OR v_fetched < v_cap THEN
+                -- Fetched whole: done unless this fetch stopped above the threshold (see
+                -- below); then come down to it, this time fetching it whole if it is capped
+                -- and raises nothing.
+                IF v_all[s] THEN
+                    v_done := v_done || v_mask;  -- (only a whole visit of all chunks)
+                    EXIT;
+                END IF;
+                EXIT WHEN v_eff <= v_kth;
+                v_eff := v_kth;
+                v_cap := v_fetch_cap;
+                v_came_down := true;
+                v_bisecting := false;
+                CONTINUE;
+            END IF;
+            -- Capped: the chunks scored may raise the threshold, and with it the levels,
+            -- or rule the subset out. If they do neither, the levels go up to halfway
+            -- between the threshold and the bound, whose best chunks will raise it; a
+            -- visit of all chunks, or one already come down, is fetched whole.
+            EXIT WHEN v_bounds[s] < v_kth;
+            v_bisecting := false;
+            IF v_kth > v_eff THEN
+                v_eff := v_kth;
+            ELSIF v_all[s] OR v_came_down THEN
+                v_cap := NULL;
+            ELSE
+                v_eff := (v_eff + v_bounds[s]) / 2;
+                v_bisecting := true;
+            END IF;
+            v_last_keys := v_level_keys;
         END LOOP;
-        IF v_all[s] AND (v_cap IS NULL OR v_fetched < v_cap) THEN
-            v_done := v_done || v_mask;
-        END IF;
     END LOOP;
 
     RETURN QUERY SELECT r.id, r.score FROM unnest(v_top_ids, v_top_scores) AS r(id, score);
