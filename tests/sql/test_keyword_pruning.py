@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import psycopg
@@ -36,11 +37,14 @@ def _texts(rng: np.random.Generator, n: int) -> list[str]:
     return texts
 
 
-@pytest.fixture(scope="module")
-def corpus(database_url: str) -> Iterator[tuple[str, list[tuple[int, dict[str, int], int, int]]]]:
-    """A collection of 1,500 chunks; yields its name and (chunk_id, tf, length, group)."""
+Chunk = tuple[int, dict[str, int], int, int]
+
+
+@contextmanager
+def _collection(database_url: str, texts: list[str]) -> Iterator[tuple[str, list[Chunk]]]:
+    """A collection of ``texts``, one chunk each, in group i % 3; yields its name and
+    (chunk_id, tf, length, group) per chunk."""
     name = f"prune_{uuid.uuid4().hex[:8]}"
-    texts = _texts(np.random.default_rng(11), 1500)
     with psycopg.connect(database_url, autocommit=True) as conn:
         cid = conn.execute(
             "SELECT (hybridsearch.create_collection(%s, 'none', 3, 'cosine', 'simple'))"
@@ -69,13 +73,31 @@ def corpus(database_url: str) -> Iterator[tuple[str, list[tuple[int, dict[str, i
             " FROM hybridsearch.chunks WHERE collection_id = %s",
             (cid,),
         ).fetchall()
-        yield name, [(r[0], r[1], r[2], r[3]) for r in rows]
-        conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+        try:
+            yield name, [(r[0], r[1], r[2], r[3]) for r in rows]
+        finally:
+            conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
 
 
-def _reference(
-    chunks: list[tuple[int, dict[str, int], int, int]], terms: list[str], group: int | None
-) -> list[tuple[int, float]]:
+@pytest.fixture(scope="module")
+def corpus(database_url: str) -> Iterator[tuple[str, list[Chunk]]]:
+    """1,500 chunks of 3 to 600 words."""
+    with _collection(database_url, _texts(np.random.default_rng(11), 1500)) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def flat_corpus(database_url: str) -> Iterator[tuple[str, list[Chunk]]]:
+    """2,500 chunks of exactly 40 words from 60: every length the same, tf mostly 1 or
+    2, so scores tie in large groups and the visits of common words are capped."""
+    rng = np.random.default_rng(5)
+    p = 1.0 / np.arange(1, 61) ** 1.1
+    words = rng.choice(WORDS[:60], size=(2500, 40), p=p / p.sum())
+    with _collection(database_url, [" ".join(row) for row in words]) as made:
+        yield made
+
+
+def _reference(chunks: list[Chunk], terms: list[str], group: int | None) -> list[tuple[int, float]]:
     """Exhaustive Okapi BM25 (Lucene idf) over every chunk, best first, ties by id."""
     n = len(chunks)
     avglen = sum(c[2] for c in chunks) / n
@@ -124,7 +146,7 @@ QUERIES = [
 @pytest.mark.parametrize("group", [None, 1])
 def test_plain_word_queries_return_exhaustive_top_k(
     conn: psycopg.Connection,
-    corpus: tuple[str, list[tuple[int, dict[str, int], int, int]]],
+    corpus: tuple[str, list[Chunk]],
     terms: list[str],
     top_k: int,
     group: int | None,
@@ -142,7 +164,7 @@ def test_plain_word_queries_return_exhaustive_top_k(
 @pytest.mark.parametrize("terms", QUERIES[1:6], ids=lambda t: "+".join(t)[:40])
 def test_maxscore_path_returns_exhaustive_top_k(
     conn: psycopg.Connection,
-    corpus: tuple[str, list[tuple[int, dict[str, int], int, int]]],
+    corpus: tuple[str, list[Chunk]],
     terms: list[str],
 ) -> None:
     """An exclusion sends the query to MaxScore over the full-text index."""
@@ -157,3 +179,25 @@ def test_maxscore_path_returns_exhaustive_top_k(
     # statistics are the whole collection's; only the candidates are restricted
     want = [s for s in _reference(chunks, terms, None) if s[0] in kept]
     _assert_same_top_k(got, want, 20)
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [
+        ["w000x"],
+        ["w000x", "w001x"],
+        ["w002x", "w005x", "w030x"],
+        ["w001x", "w003x", "w010x", "w020x", "w050x"],
+    ],
+    ids=lambda t: "+".join(t),
+)
+def test_coverage_with_tied_scores_returns_exhaustive_top_k(
+    conn: psycopg.Connection, flat_corpus: tuple[str, list[Chunk]], terms: list[str]
+) -> None:
+    name, chunks = flat_corpus
+    got = conn.execute(
+        "SELECT chunk_id, keyword_score FROM hybridsearch.search_keyword(%s, %s, 50)"
+        " ORDER BY keyword_rank",
+        (name, " ".join(terms)),
+    ).fetchall()
+    _assert_same_top_k(got, _reference(chunks, terms, None), 50)
