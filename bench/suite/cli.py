@@ -87,6 +87,10 @@ def main() -> None:
         figures["hybrid"] = search.hybrid_vs_hnsw(conn, collection, q_texts, q_vectors, TOP_K)
         stage("keyword TopK vs ts_rank_cd")
         figures["keyword"] = search.keyword_vs_ts_rank(conn, collection, q_texts, TOP_K)
+        stage("keyword TopK vs ts_rank_cd, content-word queries")
+        figures["keyword_content"] = search.keyword_vs_ts_rank(
+            conn, collection, data.content_queries(n_queries), TOP_K
+        )
         stage("filtered hybrid at 10 % and 1 %")
         figures["filtered"] = search.filtered(conn, collection, q_texts, q_vectors, TOP_K)
         if not args.no_models:

@@ -96,3 +96,17 @@ def queries(n: int, seed: int = 7) -> tuple[list[str], np.ndarray]:
     rng = np.random.default_rng(seed)
     texts = Zipf(vocabulary(VOCABULARY)).queries(n, rng)
     return texts, Embeddings().sample(n, rng)
+
+
+#: PostgreSQL's English stop-word list holds 127 words; in English text, which follows
+#: the same Zipf law, they are the most frequent ranks.
+STOP_WORD_RANKS = 127
+
+
+def content_queries(n: int, seed: int = 8) -> list[str]:
+    """``n`` keyword queries (2-5 Zipf words) without the ``STOP_WORD_RANKS`` most
+    frequent words: what an English analyzer leaves of a query in English text. The
+    pseudo-words themselves are no stop words, so ``queries`` keeps all but the top 10,
+    words found in up to 76 % of the chunks."""
+    rng = np.random.default_rng(seed)
+    return Zipf(vocabulary(VOCABULARY)).queries(n, rng, skip=STOP_WORD_RANKS)

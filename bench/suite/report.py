@@ -29,10 +29,11 @@ def ratios_from(f: dict[str, Any]) -> dict[str, float]:
         "hybrid_p95_vs_hnsw": ratio(
             f["hybrid"]["ms"]["hybrid"]["p95"], f["hybrid"]["ms"]["hnsw"]["p95"]
         ),
-        "keyword_p95_vs_ts_rank": ratio(
-            f["keyword"]["ms"]["bm25"]["p95"], f["keyword"]["ms"]["ts_rank_cd"]["p95"]
-        ),
     }
+    for key in ("keyword", "keyword_content"):
+        if key in f:
+            kw = f[key]["ms"]
+            r[f"{key}_p95_vs_ts_rank"] = ratio(kw["bm25"]["p95"], kw["ts_rank_cd"]["p95"])
     unfiltered = f["filtered"]["unfiltered"]["ms"]["p50"]
     for name in ("10%", "1%"):
         key = f"filtered_{name.rstrip('%')}pct_p50_vs_unfiltered"
@@ -98,13 +99,14 @@ def table(f: dict[str, Any], r: dict[str, float]) -> str:
         "hybrid_p50_vs_hnsw",
     )
     add("", "", "", "hybrid_p95_vs_hnsw")
-    kw = f["keyword"]
-    add(
-        f"keyword TopK={k} (BM25)",
-        _ms(kw["ms"]["bm25"]),
-        "ts_rank_cd " + _ms(kw["ms"]["ts_rank_cd"]),
-        "keyword_p95_vs_ts_rank",
-    )
+    for key, queries in (("keyword", "queries"), ("keyword_content", "content-word queries")):
+        if key in f:
+            add(
+                f"keyword TopK={k} (BM25), {queries}",
+                _ms(f[key]["ms"]["bm25"]),
+                "ts_rank_cd " + _ms(f[key]["ms"]["ts_rank_cd"]),
+                f"{key}_p95_vs_ts_rank",
+            )
     fl = f["filtered"]
     for name in ("10%", "1%"):
         key = f"filtered_{name.rstrip('%')}pct_p50_vs_unfiltered"
