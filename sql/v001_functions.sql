@@ -639,13 +639,14 @@ AS $$
 $$;
 
 -- Exact top K by BM25 for unfiltered queries of plain words, at most 8 (one subset of
--- them per bit of a mask), by term coverage: which of the query terms a chunk holds, and
--- how often. On short queries most chunks hold one term at tf 1, and the top K hold
--- several, or one often; impact tiers would visit every posting of every term before
--- their bound dropped (the weights within a term's posting list are nearly flat), while
--- a GIN scan with one key per term intersects the lists inside the index and visits the
--- heap only for chunks holding all of them. Fetched chunks are scored exactly from
--- term_freqs and merged into the top K; the threshold is its K-th score (0 until K).
+-- them per bit of a mask; search_keyword sends it up to 5), by term coverage: which of
+-- the query terms a chunk holds, and how often. On short queries most chunks hold one
+-- term at tf 1, and the top K hold several, or one often; impact tiers would visit
+-- every posting of every term before their bound dropped (the weights within a term's
+-- posting list are nearly flat), while a GIN scan with one key per term intersects the
+-- lists inside the index and visits the heap only for chunks holding all of them.
+-- Fetched chunks are scored exactly from term_freqs and merged into the top K; the
+-- threshold is its K-th score (0 until K).
 --
 --   1. Each subset S of the terms bounds the chunks holding S: every term at its max_tf
 --      and the shortest length; a second, lower bound (every term at tf 1) covers the
@@ -1127,10 +1128,10 @@ $$;
 --   idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))       (never negative)
 --
 -- N, avglen and df come from collection_stats and term_stats, exact in this snapshot.
--- Evaluation is exact with dynamic pruning: unfiltered queries of up to 8 plain words go
--- by term coverage (keyword_topk_coverage), other plain word queries walk the impact
--- tiers (keyword_topk_impacts); queries with required phrases or exclusions use MaxScore
--- over the full-text index (keyword_topk_maxscore).
+-- Evaluation is exact with dynamic pruning: unfiltered queries of up to 5 plain words in
+-- collections of 10,000 chunks or more go by term coverage (keyword_topk_coverage), other
+-- plain word queries walk the impact tiers (keyword_topk_impacts); queries with required
+-- phrases or exclusions use MaxScore over the full-text index (keyword_topk_maxscore).
 CREATE FUNCTION hybridsearch.search_keyword(
     p_collection text,
     p_query text,
@@ -1187,10 +1188,15 @@ BEGIN
         RETURN;
     END IF;
 
-    -- (a filter or a tenant leaves coverage few chunks per visit, and passes of visits
-    -- to find K; the impact tiers check them on postings they read anyway)
-    IF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 8
-       AND p_filter IS NULL AND v_tenant IS NULL THEN
+    -- Coverage is for short queries (its visits grow as 2^terms: 8 common words took
+    -- seconds where impact tiers take milliseconds), large collections and unfiltered
+    -- queries. On a partition of a few
+    -- thousand chunks the planner reads each visit through a btree, testing nine impact
+    -- conditions per row, rather than one GIN scan (and impact tiers are fast there); a
+    -- filter or a tenant leaves its visits few chunks each, while impact tiers check
+    -- them on postings they read anyway.
+    IF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 5
+       AND p_filter IS NULL AND v_tenant IS NULL AND v_chunks >= 10000 THEN
         RETURN QUERY
         SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
         FROM hybridsearch.keyword_topk_coverage(
