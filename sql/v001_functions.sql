@@ -612,7 +612,7 @@ END;
 $$;
 
 -- The impact keys, of those given with their term's number, of term p_term: a chunk
--- holds the term if it has one of them. NULL for a NULL term.
+-- holds the term if it has one of them.
 CREATE FUNCTION hybridsearch.term_keys(p_keys text[], p_key_term integer[], p_term integer)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE SECURITY INVOKER
@@ -718,9 +718,8 @@ DECLARE
     v_levels     integer[];
     v_pick       integer;
     -- per term, the rate of a Poisson law with the term's document frequency (the
-    -- chance of tf >= 1 is df / N, about exp(-idf)), and its log; ln(f!) at [f + 1]
+    -- chance of tf >= 1 is df / N, about exp(-idf)); ln(f!) at [f + 1]
     v_rate       double precision[];
-    v_log_rate   double precision[];
     v_log_factorial double precision[];
     v_top_ids    bigint[] := '{}';
     v_top_scores double precision[] := '{}';
@@ -732,9 +731,8 @@ BEGIN
     FROM unnest(p_idf, p_max_tf) WITH ORDINALITY AS q(idf, max_tf, i)
     CROSS JOIN generate_series(0, v_maxtf) AS f(f);
 
-    SELECT array_agg(-ln(1 - least(exp(-q.idf), 0.999)) ORDER BY q.i),
-           array_agg(ln(-ln(1 - least(exp(-q.idf), 0.999))) ORDER BY q.i)
-    INTO v_rate, v_log_rate
+    SELECT array_agg(-ln(1 - least(exp(-q.idf), 0.999)) ORDER BY q.i)
+    INTO v_rate
     FROM unnest(p_idf) WITH ORDINALITY AS q(idf, i);
     SELECT array_agg(coalesce((SELECT sum(ln(i)) FROM generate_series(1, f.f) AS i), 0)
                      ORDER BY f.f)
@@ -774,7 +772,8 @@ BEGIN
         v_eff := coalesce(v_top_scores[p_top_k], 0);
         EXIT WHEN v_bounds[s] < v_eff;
         -- every chunk holding all terms of a subset of this one was fetched already
-        CONTINUE WHEN EXISTS (SELECT FROM unnest(v_done) AS d(mask) WHERE d.mask & v_mask = d.mask);
+        CONTINUE WHEN EXISTS (SELECT FROM unnest(v_done) AS d(mask)
+                              WHERE d.mask & v_mask = d.mask);
         -- one GIN scan with a key per term of the subset (GIN intersects them; a slot past
         -- the subset's size repeats its first term) and one for the tf levels
         v_slot := ARRAY(SELECT t.i FROM generate_series(1, v_m) AS t(i)
@@ -813,7 +812,7 @@ BEGIN
                     WHERE v_levels[t.i] > 2
                     ORDER BY (v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]]
                               - v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i] - 1])
-                             / exp(v_log_rate[t.i] * (v_levels[t.i] - 1) - v_rate[t.i]
+                             / exp(ln(v_rate[t.i]) * (v_levels[t.i] - 1) - v_rate[t.i]
                                    - v_log_factorial[v_levels[t.i]]) DESC, t.i
                     LIMIT 1;
                     EXIT WHEN v_pick IS NULL;
@@ -1190,11 +1189,10 @@ BEGIN
 
     -- Coverage is for short queries (its visits grow as 2^terms: 8 common words took
     -- seconds where impact tiers take milliseconds), large collections and unfiltered
-    -- queries. On a partition of a few
-    -- thousand chunks the planner reads each visit through a btree, testing nine impact
-    -- conditions per row, rather than one GIN scan (and impact tiers are fast there); a
-    -- filter or a tenant leaves its visits few chunks each, while impact tiers check
-    -- them on postings they read anyway.
+    -- queries. On a partition of a few thousand chunks the planner reads each visit
+    -- through a btree, testing nine impact conditions per row, rather than one GIN scan
+    -- (and impact tiers are fast there); a filter or a tenant leaves its visits few
+    -- chunks each, while impact tiers check them on postings they read anyway.
     IF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 5
        AND p_filter IS NULL AND v_tenant IS NULL AND v_chunks >= 10000 THEN
         RETURN QUERY

@@ -136,7 +136,7 @@ QUERIES = [
     ["w010x", "w200x", "w350x"],
     ["w003x", "w030x", "w120x", "w260x", "w399x"],
     [f"w{i:03d}x" for i in range(0, 400, 37)],  # 11 terms, common and rare: impact tiers
-    [f"w{i:03d}x" for i in range(5, 12)],  # 7 common terms
+    [f"w{i:03d}x" for i in range(5, 12)],  # 7 common terms: impact tiers
     ["w150x", "nosuchword"],
 ]
 
