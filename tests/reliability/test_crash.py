@@ -60,3 +60,15 @@ def test_in_process_restart_after_sigkill(crash_dir: Path) -> None:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         start_server(crash_dir)  # leave a running server for the fixture to stop
+
+
+def test_in_process_restart_after_stop(crash_dir: Path) -> None:
+    """A server this process started and then stopped lingers as a zombie child, which
+    psutil reports as running; embedded_database_url() must start it again all the same."""
+    start_server(crash_dir)
+    stop_embedded_server(crash_dir)
+    embedded_database_url(crash_dir)  # started here: the postmaster is this process's child
+    assert stop_embedded_server(crash_dir)
+    url = embedded_database_url(crash_dir)
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
