@@ -611,31 +611,18 @@ BEGIN
 END;
 $$;
 
--- The impact keys, of those given with their term's number, of term p_term: a chunk
--- holds the term if it has one of them.
-CREATE FUNCTION hybridsearch.term_keys(p_keys text[], p_key_term integer[], p_term integer)
+-- The tf-level keys (see hybridsearch.tf_level_key) of the chunks holding term
+-- p_terms[t] at tf p_levels[t] or more, for each term whose level is not NULL; a level
+-- inside a tf bucket takes the whole bucket.
+CREATE FUNCTION hybridsearch.tf_level_keys(p_terms text[], p_levels integer[])
 RETURNS text[]
 LANGUAGE sql IMMUTABLE SECURITY INVOKER
 AS $$
-    SELECT array_agg(k.key)
-    FROM unnest(p_keys, p_key_term) AS k(key, term)
-    WHERE k.term = p_term;
-$$;
-
--- The impact keys, of those given with their term's number and highest tf, that hold a
--- tf of p_levels[term] or more (none for a term whose level is NULL).
-CREATE FUNCTION hybridsearch.level_keys(
-    p_keys text[],
-    p_key_term integer[],
-    p_key_high integer[],
-    p_levels integer[]
-)
-RETURNS text[]
-LANGUAGE sql IMMUTABLE SECURITY INVOKER
-AS $$
-    SELECT coalesce(array_agg(k.key), '{}')
-    FROM unnest(p_keys, p_key_term, p_key_high) AS k(key, term, high)
-    WHERE k.high >= p_levels[k.term];
+    SELECT coalesce(array_agg(hybridsearch.tf_level_key(
+               (SELECT max(b.low) FROM unnest(hybridsearch.tf_buckets()) AS b(low)
+                WHERE b.low <= t.level), t.term)), '{}')
+    FROM unnest(p_terms, p_levels) AS t(term, level)
+    WHERE t.level IS NOT NULL;
 $$;
 
 -- Exact top K by BM25 for unfiltered queries of plain words, at most 8 (one subset of
@@ -644,7 +631,9 @@ $$;
 -- term at tf 1, and the top K hold several, or one often; impact tiers would visit
 -- every posting of every term before their bound dropped (the weights within a term's
 -- posting list are nearly flat), while a GIN scan with one key per term intersects the
--- lists inside the index and visits the heap only for chunks holding all of them.
+-- lists inside the index and visits the heap only for chunks holding all of them. Its
+-- keys are tf-level keys (hybridsearch.tf_level_key): each term t of the subset, and some
+-- '>=f t' for the levels below, so one visit is one GIN scan of a few posting lists.
 -- Fetched chunks are scored exactly from term_freqs and merged into the top K; the
 -- threshold is its K-th score (0 until K).
 --
@@ -670,7 +659,6 @@ CREATE FUNCTION hybridsearch.keyword_topk_coverage(
     p_b double precision,
     p_avglen double precision,
     p_min_length integer,
-    p_max_length integer,
     p_top_k integer
 )
 RETURNS TABLE (chunk_id bigint, score double precision)
@@ -683,10 +671,6 @@ DECLARE
     -- the weight of term t at tf f (0 .. v_maxtf, capped at its max_tf) and the shortest
     -- length, at v_w[(t - 1) * (v_maxtf + 1) + f + 1]
     v_w          double precision[];
-    -- every impact key of the query terms, with its term and the highest tf it holds
-    v_keys       text[];
-    v_key_term   integer[];
-    v_key_high   integer[];
     -- subsets of the terms (bit masks), best bound first
     v_masks      integer[];
     v_bounds     double precision[];
@@ -704,15 +688,9 @@ DECLARE
     v_came_down  boolean;   -- the visit fetched whole above the threshold, then came down
     v_last_keys  text[];    -- the levels' keys of the last capped fetch
     v_bisecting  boolean;   -- v_eff was raised halfway to the bound after it
-    -- the GIN keys of one fetch
-    v_k1         text[];
-    v_k2         text[];
-    v_k3         text[];
-    v_k4         text[];
-    v_k5         text[];
-    v_k6         text[];
-    v_k7         text[];
-    v_k8         text[];
+    -- the GIN keys of one fetch: the chunk holds every one of v_holds_all (the subset's
+    -- terms) and some of v_level_keys (its tf levels)
+    v_holds_all  text[];
     v_level_keys text[];
     -- per term of the subset, the tf a fetched chunk must reach in one of them
     v_levels     integer[];
@@ -738,14 +716,6 @@ BEGIN
                      ORDER BY f.f)
     INTO v_log_factorial
     FROM generate_series(0, v_maxtf) AS f(f);
-
-    SELECT array_agg(hybridsearch.impact_key(r.low, l.bucket, q.term)),
-           array_agg(q.i::integer), array_agg(r.high)
-    INTO v_keys, v_key_term, v_key_high
-    FROM unnest(p_terms, p_max_tf) WITH ORDINALITY AS q(term, max_tf, i)
-    CROSS JOIN hybridsearch.tf_bucket_ranges() AS r
-    CROSS JOIN hybridsearch.length_bucket_ranges(p_min_length, p_max_length) AS l
-    WHERE r.low <= q.max_tf AND r.low <= l.longest;
 
     -- Each subset is visited twice: for its chunks with a term at tf >= 2 (bound: every
     -- term at its max_tf) and for all its chunks (bound: every term at tf 1), so the
@@ -774,25 +744,17 @@ BEGIN
         -- every chunk holding all terms of a subset of this one was fetched already
         CONTINUE WHEN EXISTS (SELECT FROM unnest(v_done) AS d(mask)
                               WHERE d.mask & v_mask = d.mask);
-        -- one GIN scan with a key per term of the subset (GIN intersects them; a slot past
-        -- the subset's size repeats its first term) and one for the tf levels
         v_slot := ARRAY(SELECT t.i FROM generate_series(1, v_m) AS t(i)
                         WHERE v_mask & (1 << (t.i - 1)) <> 0 ORDER BY t.i);
-        v_k1 := hybridsearch.term_keys(v_keys, v_key_term, v_slot[1]);
-        v_k2 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[2], v_slot[1]));
-        v_k3 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[3], v_slot[1]));
-        v_k4 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[4], v_slot[1]));
-        v_k5 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[5], v_slot[1]));
-        v_k6 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[6], v_slot[1]));
-        v_k7 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[7], v_slot[1]));
-        v_k8 := hybridsearch.term_keys(v_keys, v_key_term, coalesce(v_slot[8], v_slot[1]));
+        v_holds_all := ARRAY(SELECT hybridsearch.tf_level_key(1, p_terms[t.i])
+                             FROM unnest(v_slot) AS t(i));
         v_cap := v_fetch_cap;
         v_came_down := false;
         v_bisecting := false;
         v_last_keys := NULL;
         LOOP
             IF v_all[s] THEN
-                v_level_keys := v_k1;
+                v_level_keys := v_holds_all[1:1];  -- no level
             ELSE
                 -- A chunk whose every term t of the subset is below v_levels[t] scores at
                 -- most the sum of their weights at v_levels[t] - 1: lower the levels until
@@ -818,7 +780,7 @@ BEGIN
                     EXIT WHEN v_pick IS NULL;
                     v_levels[v_pick] := v_levels[v_pick] - 1;
                 END LOOP;
-                v_level_keys := hybridsearch.level_keys(v_keys, v_key_term, v_key_high, v_levels);
+                v_level_keys := hybridsearch.tf_level_keys(p_terms, v_levels);
                 IF v_bisecting AND v_level_keys = v_last_keys THEN
                     -- halfway up did not raise a level: further up, or fetch it whole
                     IF v_bounds[s] - v_eff > 1e-9 * v_bounds[s] THEN
@@ -837,9 +799,7 @@ BEGIN
                 FROM hybridsearch.chunks AS c
                 CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
                 WHERE c.collection_id = p_collection_id
-                  AND c.impacts && v_k1 AND c.impacts && v_k2 AND c.impacts && v_k3
-                  AND c.impacts && v_k4 AND c.impacts && v_k5 AND c.impacts && v_k6
-                  AND c.impacts && v_k7 AND c.impacts && v_k8 AND c.impacts && v_level_keys
+                  AND c.impacts @> v_holds_all AND c.impacts && v_level_keys
                 LIMIT v_cap
             ),
             merged AS (
@@ -1199,7 +1159,7 @@ BEGIN
         SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
         FROM hybridsearch.keyword_topk_coverage(
             v_collection.collection_id, v_terms, v_idf, v_max_tf, v_collection.bm25_k1,
-            v_collection.bm25_b, v_avglen, v_min_length, v_max_length, p_top_k) AS r;
+            v_collection.bm25_b, v_avglen, v_min_length, p_top_k) AS r;
     ELSIF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 62 THEN
         RETURN QUERY
         SELECT r.chunk_id, (row_number() OVER ())::integer, r.score

@@ -126,7 +126,22 @@ AS $$
     SELECT p_tf_bucket || ' ' || p_length_bucket || ' ' || p_lexeme;
 $$;
 
--- One impact key per distinct term of a tsvector.
+-- The tf-level key of a term, held by the chunks whose tf of the term is in tf bucket
+-- p_tf_bucket or above: the lexeme itself for bucket 1 (every chunk holding the term),
+-- else '>=<tf bucket> <lexeme>'. A lexeme holds no space, so no tier key is a level key.
+-- Term coverage asks one GIN scan for the chunks holding some terms, with one of them
+-- at some tf or more: with tier keys, each term would be an OR of a key per tier, dozens
+-- of posting lists that GIN merges one by one, and that the planner prices so high,
+-- list by list, that it would rather read a small partition whole.
+CREATE FUNCTION hybridsearch.tf_level_key(p_tf_bucket integer, p_lexeme text)
+RETURNS text
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT CASE WHEN p_tf_bucket = 1 THEN p_lexeme ELSE '>=' || p_tf_bucket || ' ' || p_lexeme END;
+$$;
+
+-- Per distinct term of a tsvector, its impact key and its tf-level keys, one per tf
+-- bucket up to its own (most terms have tf 1, and only the lexeme).
 CREATE FUNCTION hybridsearch.impact_keys(p_fts tsvector)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE SECURITY INVOKER
@@ -135,11 +150,16 @@ AS $$
         SELECT hybridsearch.tf_buckets() AS tf_buckets,
                hybridsearch.length_bucket(hybridsearch.term_count(p_fts)) AS length_bucket
     )
-    SELECT coalesce(array_agg(hybridsearch.impact_key(
-               k.tf_buckets[pg_catalog.width_bucket(coalesce(array_length(u.positions, 1), 1),
-                                                    k.tf_buckets)],
-               k.length_bucket, u.lexeme)), '{}')
-    FROM k, unnest(p_fts) AS u;
+    SELECT (SELECT coalesce(array_agg(hybridsearch.impact_key(
+                       k.tf_buckets[pg_catalog.width_bucket(
+                           coalesce(array_length(u.positions, 1), 1), k.tf_buckets)],
+                       k.length_bucket, u.lexeme)), '{}')
+            FROM k, unnest(p_fts) AS u)
+           || pg_catalog.tsvector_to_array(p_fts)  -- tf bucket 1: the lexemes
+           || (SELECT coalesce(array_agg(hybridsearch.tf_level_key(b.low, u.lexeme)), '{}')
+               FROM k, unnest(p_fts) AS u,
+                    unnest(k.tf_buckets[2:pg_catalog.width_bucket(
+                        coalesce(array_length(u.positions, 1), 1), k.tf_buckets)]) AS b(low));
 $$;
 
 CREATE SEQUENCE hybridsearch.chunk_id_seq AS bigint;
