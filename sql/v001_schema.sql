@@ -193,6 +193,12 @@ CREATE TABLE hybridsearch.chunks (
 
 ALTER SEQUENCE hybridsearch.chunk_id_seq OWNED BY hybridsearch.chunks.chunk_id;
 
+-- term_freqs stays in the heap row, compressed, rather than moving to TOAST with the other
+-- wide columns: exact BM25 reads it for every chunk it scores, and from TOAST that is one
+-- more index probe and page per chunk (on a cold cache, a random read each). Partitions
+-- inherit the setting.
+ALTER TABLE hybridsearch.chunks ALTER COLUMN term_freqs SET STORAGE MAIN;
+
 -- The search indexes (HNSW, full text, impact postings, metadata) belong to each
 -- partition, not to the parent: hybridsearch.create_chunk_indexes makes them, and a bulk
 -- load can drop and rebuild one collection's set without touching the others.

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 K1, B = 1.2, 0.75
@@ -201,3 +202,31 @@ def test_coverage_with_tied_scores_returns_exhaustive_top_k(
         (name, " ".join(terms)),
     ).fetchall()
     _assert_same_top_k(got, _reference(chunks, terms, None), 50)
+
+
+def test_coverage_visits_use_the_impacts_index_in_a_fresh_session(
+    database_url: str, corpus: tuple[str, list[Chunk]]
+) -> None:
+    """A new session plans its first visits for their actual keys (custom plans): each
+    must still be one GIN scan, not a read of the whole partition filtered row by row."""
+    name, _ = corpus
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cid = conn.execute(
+            "SELECT (hybridsearch.get_collection(%s)).collection_id", (name,)
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute(sql.SQL("ANALYZE hybridsearch.{}").format(sql.Identifier(f"chunks_{cid}")))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = notice"):
+            conn.execute(f"SET auto_explain.{setting}")
+        conn.execute(
+            "SELECT count(*) FROM hybridsearch.search_keyword(%s, %s, 50)",
+            (name, "w001x w003x w010x w020x w050x"),
+        ).fetchone()
+    visits = [plan for plan in notices if "impacts @>" in plan]
+    assert visits, "no term-coverage visit was planned"
+    for plan in visits:
+        assert f"Bitmap Index Scan on chunks_{cid}_impacts_idx" in plan, plan
+        assert "Filter: ((impacts" not in plan, plan
