@@ -677,7 +677,7 @@ DECLARE
     v_all        boolean[];
     v_done       integer[] := '{}';  -- subsets whose every chunk has been fetched
     v_mask       integer;
-    v_slot       integer[];  -- the terms of the subset
+    v_members    integer[];  -- the terms of the subset
     v_eff        double precision;
     -- A visit fetches at most this many chunks at first: when there are more, those
     -- scored raise the threshold and the visit starts again at higher levels.
@@ -744,10 +744,10 @@ BEGIN
         -- every chunk holding all terms of a subset of this one was fetched already
         CONTINUE WHEN EXISTS (SELECT FROM unnest(v_done) AS d(mask)
                               WHERE d.mask & v_mask = d.mask);
-        v_slot := ARRAY(SELECT t.i FROM generate_series(1, v_m) AS t(i)
-                        WHERE v_mask & (1 << (t.i - 1)) <> 0 ORDER BY t.i);
+        v_members := ARRAY(SELECT t.i FROM generate_series(1, v_m) AS t(i)
+                           WHERE v_mask & (1 << (t.i - 1)) <> 0 ORDER BY t.i);
         v_holds_all := ARRAY(SELECT hybridsearch.tf_level_key(1, p_terms[t.i])
-                             FROM unnest(v_slot) AS t(i));
+                             FROM unnest(v_members) AS t(i));
         v_cap := v_fetch_cap;
         v_came_down := false;
         v_bisecting := false;
@@ -763,14 +763,14 @@ BEGIN
                 -- in weight per chunk it adds, as a Poisson law of the term's frequency
                 -- estimates them: rare terms first, and common ones only at high tf.
                 v_levels := array_fill(NULL::integer, ARRAY[v_m]);
-                FOREACH v_pick IN ARRAY v_slot LOOP
+                FOREACH v_pick IN ARRAY v_members LOOP
                     v_levels[v_pick] := p_max_tf[v_pick] + 1;
                 END LOOP;
                 LOOP
                     EXIT WHEN (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]])
-                               FROM unnest(v_slot) AS t(i)) < v_eff;
+                               FROM unnest(v_members) AS t(i)) < v_eff;
                     SELECT t.i INTO v_pick
-                    FROM unnest(v_slot) AS t(i)
+                    FROM unnest(v_members) AS t(i)
                     WHERE v_levels[t.i] > 2
                     ORDER BY (v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]]
                               - v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i] - 1])
