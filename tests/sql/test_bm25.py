@@ -266,3 +266,17 @@ def test_filter_restricts_keyword_results(conn: psycopg.Connection, scifact_keyw
         (scifact_keyword, Jsonb(first)),
     ).fetchone()[0]
     assert filtered == 1
+
+
+def test_impact_keys_hold_tiers_and_tf_levels(conn: psycopg.Connection) -> None:
+    """Per term: one tier key (tf bucket, length bucket), the lexeme itself, and one
+    '>=f' key per tf bucket from 2 up to the term's own; tf 9 and 10 share bucket 9."""
+    keys = conn.execute(
+        "SELECT hybridsearch.impact_keys(%s::tsvector)",
+        ("once:1 thrice:2,3,4 often:5,6,7,8,9,10,11,12,13,14",),
+    ).fetchone()[0]  # type: ignore[index]
+    length_bucket = math.floor(2 * math.log2(14))  # 14 tokens
+    levels = ["thrice", ">=2 thrice", ">=3 thrice"]
+    levels += ["often"] + [f">={f} often" for f in (2, 3, 4, 5, 6, 7, 8, 9)]
+    tiers = [f"1 {length_bucket} once", f"3 {length_bucket} thrice", f"9 {length_bucket} often"]
+    assert sorted(keys) == sorted([*tiers, "once", *levels])
