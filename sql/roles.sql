@@ -81,10 +81,10 @@ GRANT SELECT ON hybridsearch.alembic_version TO hybridsearch_app, hybridsearch_r
 -- Row-level security and indexes. On a table with row-level security, PostgreSQL uses an
 -- index for a condition only when the condition's function is LEAKPROOF; otherwise it
 -- applies the condition after the policy, row by row. The search functions look impact
--- keys up with text[] && and @> (arrayoverlap, arraycontains), match full text with @@
--- (ts_match_vq) and filter metadata with jsonb @> (jsonb_contains); core PostgreSQL marks
--- none of them leakproof, so under the policy every keyword lookup would read the whole
--- partition. All four only compare their arguments and raise no error that depends on the data,
+-- keys up with text[] && (arrayoverlap), match full text with @@ (ts_match_vq) and
+-- filter metadata with jsonb @> (jsonb_contains); core PostgreSQL marks none of them
+-- leakproof, so under the policy every keyword lookup would read the whole partition.
+-- All three only compare their arguments and raise no error that depends on the data,
 -- so they are marked LEAKPROOF here. That needs a superuser: where there is none
 -- (managed services), keyword search for row-level-security roles stays correct but
 -- scans, and giving each large tenant its own collection is the fast alternative.
@@ -92,7 +92,6 @@ DO $$
 BEGIN
     IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
         ALTER FUNCTION pg_catalog.arrayoverlap(anyarray, anyarray) LEAKPROOF;
-        ALTER FUNCTION pg_catalog.arraycontains(anyarray, anyarray) LEAKPROOF;
         ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF;
         ALTER FUNCTION pg_catalog.jsonb_contains(jsonb, jsonb) LEAKPROOF;
     ELSE
