@@ -619,9 +619,9 @@ RETURNS text[]
 LANGUAGE sql IMMUTABLE SECURITY INVOKER
 AS $$
     SELECT coalesce(array_agg(hybridsearch.tf_level_key(
-               (SELECT max(b.low) FROM unnest(hybridsearch.tf_buckets()) AS b(low)
-                WHERE b.low <= t.level), t.term)), '{}')
-    FROM unnest(p_terms, p_levels) AS t(term, level)
+               k.tf_buckets[pg_catalog.width_bucket(t.level, k.tf_buckets)], t.term)), '{}')
+    FROM (SELECT hybridsearch.tf_buckets() AS tf_buckets) AS k,
+         unnest(p_terms, p_levels) AS t(term, level)
     WHERE t.level IS NOT NULL;
 $$;
 
