@@ -772,10 +772,12 @@ BEGIN
                     SELECT t.i INTO v_pick
                     FROM unnest(v_members) AS t(i)
                     WHERE v_levels[t.i] > 2
-                    ORDER BY (v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]]
-                              - v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i] - 1])
-                             / exp(ln(v_rate[t.i]) * (v_levels[t.i] - 1) - v_rate[t.i]
-                                   - v_log_factorial[v_levels[t.i]]) DESC, t.i
+                    -- (in logs: the chance of a high tf of a rare term underflows)
+                    ORDER BY ln(greatest(v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]]
+                                         - v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i] - 1],
+                                         1e-300))
+                             - (ln(v_rate[t.i]) * (v_levels[t.i] - 1) - v_rate[t.i]
+                                - v_log_factorial[v_levels[t.i]]) DESC, t.i
                     LIMIT 1;
                     EXIT WHEN v_pick IS NULL;
                     v_levels[v_pick] := v_levels[v_pick] - 1;

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 K1, B = 1.2, 0.75
 WORDS = [f"w{i:03d}x" for i in range(400)]
+RARE = "r999x"
 
 
 def _texts(rng: np.random.Generator, n: int) -> list[str]:
@@ -83,8 +84,11 @@ def _collection(database_url: str, texts: list[str]) -> Iterator[tuple[str, list
 
 @pytest.fixture(scope="module")
 def corpus(database_url: str) -> Iterator[tuple[str, list[Chunk]]]:
-    """10,000 chunks of 3 to 600 words: enough for search_keyword to take term coverage."""
-    with _collection(database_url, _texts(np.random.default_rng(11), 10_000)) as made:
+    """10,000 chunks of 3 to 600 words: enough for search_keyword to take term coverage;
+    and a rare word held by two chunks, 200 times by one of them."""
+    texts = _texts(np.random.default_rng(11), 10_000)
+    texts += [" ".join([RARE] * 200 + ["w001x"]), f"{RARE} w002x"]
+    with _collection(database_url, texts) as made:
         yield made
 
 
@@ -139,6 +143,8 @@ QUERIES = [
     [f"w{i:03d}x" for i in range(0, 400, 37)],  # 11 terms, common and rare: impact tiers
     [f"w{i:03d}x" for i in range(5, 12)],  # 7 common terms: impact tiers
     ["w150x", "nosuchword"],
+    # a rare word at tf 200: the chance of its high levels underflows a float
+    [RARE, "w001x"],
 ]
 
 
