@@ -645,11 +645,26 @@ $$;
 --      t reaches a level: the levels start above each max_tf and come down, rare terms
 --      first, until a chunk below all of them scores under the threshold. The second
 --      fetches all chunks holding S; chunks holding a superset of S are then skipped.
---   3. A visit fetches at most 10 K chunks at a time. Past that, the chunks scored raise
---      the threshold, and the visit starts again with higher levels (or is no longer
---      needed). When they do not, the levels go up to halfway between the threshold and
---      the bound (bisection) until a fetch is whole, whose chunks, the best of the visit,
---      raise the threshold; then the visit comes down to the threshold, fetched whole.
+--      Terms held by more than half the chunks are not asked of the index (their posting
+--      lists are the longest to read, and filter out the fewest chunks): a visit fetches
+--      a superset of its chunks, all scored exactly.
+--   3. Each GIN scan costs about the length of the posting lists it reads, whatever it
+--      returns; while the threshold is low, the levels of common terms would come down
+--      to lists of most of the collection. So the levels also stop where a Poisson law
+--      of each term's frequency expects more than a budget of chunks (2 K at first, 4
+--      times more each time the visit comes down again); the visit then stands as if
+--      its threshold were what a chunk below those levels can score, and comes down
+--      from there once the fetch has raised the real one.
+--   4. A visit fetches at most 10 K chunks at a time (or 4 times its budget). Past
+--      that, the chunks scored raise the threshold, and the visit starts again with
+--      higher levels (or is no longer needed). When they do not, the levels go up to
+--      halfway between the threshold and the bound (bisection) until a fetch is whole,
+--      whose chunks, the best of the visit, raise the threshold; then the visit comes
+--      down to the threshold, fetched whole.
+--   5. A fetch is skipped when an earlier whole fetch covers it: that one's chunks held
+--      a subset of its terms and reached, for every term here, a level at or below this
+--      one's. With the common terms left to the scoring, the whole fetches of a visit of
+--      S often cover the later visits of its subsets.
 CREATE FUNCTION hybridsearch.keyword_topk_coverage(
     p_collection_id integer,
     p_terms text[],
@@ -659,6 +674,7 @@ CREATE FUNCTION hybridsearch.keyword_topk_coverage(
     p_b double precision,
     p_avglen double precision,
     p_min_length integer,
+    p_chunks double precision,
     p_top_k integer
 )
 RETURNS TABLE (chunk_id bigint, score double precision)
@@ -679,15 +695,15 @@ DECLARE
     v_mask       integer;
     v_members    integer[];  -- the terms of the subset
     v_eff        double precision;
-    -- A visit fetches at most this many chunks at first: when there are more, those
-    -- scored raise the threshold and the visit starts again at higher levels.
+    -- A visit fetches at most this many chunks at first (or 4 times its budget, if
+    -- more): when there are more, those scored raise the threshold and the visit starts
+    -- again at higher levels.
     v_fetch_cap  integer := greatest(10 * p_top_k, 200);
     v_cap        integer;
     v_fetched    bigint;
     v_kth        double precision;
     v_came_down  boolean;   -- the visit fetched whole above the threshold, then came down
     v_last_keys  text[];    -- the levels' keys of the last capped fetch
-    v_bisecting  boolean;   -- v_eff was raised halfway to the bound after it
     -- the GIN keys of one fetch: the chunk holds every one of v_holds_all (the subset's
     -- terms) and some of v_level_keys (its tf levels)
     v_holds_all  text[];
@@ -695,10 +711,26 @@ DECLARE
     -- per term of the subset, the tf a fetched chunk must reach in one of them
     v_levels     integer[];
     v_pick       integer;
+    v_pick_term  integer;
     -- per term, the rate of a Poisson law with the term's document frequency (the
     -- chance of tf >= 1 is df / N, about exp(-idf)); ln(f!) at [f + 1]
     v_rate       double precision[];
     v_log_factorial double precision[];
+    -- per term, the chance of tf >= f under that law (0 above its max_tf), at
+    -- [(t - 1) * (v_maxtf + 2) + f + 1] for f from 0 to v_maxtf + 1
+    v_tail       double precision[];
+    -- how many chunks a fetch may be expected to hold, by those chances, when the
+    -- threshold alone would have the levels come down further (see step 3 above)
+    v_budget     double precision;
+    v_held       double precision;  -- chances that a chunk holds every term of the subset
+    v_below      double precision;  -- ... and holds each below its level
+    v_steps      integer;           -- levels lowered for this fetch ...
+    v_whole_steps integer;          -- ... and for the visit's last whole fetch
+    v_holds_mask integer;           -- the terms of v_holds_all, as bits
+    -- per whole fetch so far: the terms its chunks hold (bits), and its levels, v_m a
+    -- fetch (NULL: none for that term); see step 5 above
+    v_cover_masks integer[] := '{}';
+    v_cover_levels integer[] := '{}';
     v_top_ids    bigint[] := '{}';
     v_top_scores double precision[] := '{}';
 BEGIN
@@ -716,6 +748,20 @@ BEGIN
                      ORDER BY f.f)
     INTO v_log_factorial
     FROM generate_series(0, v_maxtf) AS f(f);
+    SELECT array_agg(CASE WHEN p.f > p.max_tf THEN 0 ELSE greatest(1 - p.below, 0) END
+                     ORDER BY p.i, p.f)
+    INTO v_tail
+    FROM (
+        SELECT q.i, q.max_tf, f.f,
+               coalesce(sum(CASE WHEN x.ln_p < -700 THEN 0 ELSE exp(x.ln_p) END)
+                            OVER (PARTITION BY q.i ORDER BY f.f
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS below
+        FROM unnest(v_rate, p_max_tf) WITH ORDINALITY AS q(rate, max_tf, i)
+        CROSS JOIN generate_series(0, v_maxtf + 1) AS f(f)
+        -- ln P(tf = f); NULL for f = v_maxtf + 1, which no sum reaches
+        CROSS JOIN LATERAL (SELECT ln(q.rate) * f.f - q.rate - v_log_factorial[f.f + 1]
+                            AS ln_p) AS x
+    ) AS p;
 
     -- Each subset is visited twice: for its chunks with a term at tf >= 2 (bound: every
     -- term at its max_tf) and for all its chunks (bound: every term at tf 1), so the
@@ -746,11 +792,21 @@ BEGIN
                               WHERE d.mask & v_mask = d.mask);
         v_members := ARRAY(SELECT t.i FROM generate_series(1, v_m) AS t(i)
                            WHERE v_mask & (1 << (t.i - 1)) <> 0 ORDER BY t.i);
+        -- A term held by most chunks filters out few of them, yet its posting list is
+        -- the longest of the scan: leave it to the scoring (the visit fetches a superset
+        -- of its chunks, scored exactly all the same), keeping at least the rarest term.
+        v_holds_mask := (SELECT sum(1 << (t.i - 1))
+                         FROM unnest(v_members) AS t(i)
+                         WHERE t.i = v_members[1]
+                            OR v_tail[(t.i - 1) * (v_maxtf + 2) + 2] <= 0.5);
         v_holds_all := ARRAY(SELECT hybridsearch.tf_level_key(1, p_terms[t.i])
-                             FROM unnest(v_members) AS t(i));
-        v_cap := v_fetch_cap;
+                             FROM unnest(v_members) AS t(i)
+                             WHERE v_holds_mask & (1 << (t.i - 1)) <> 0
+                             ORDER BY t.i);
+        v_budget := 2 * p_top_k;
+        v_cap := greatest(v_fetch_cap, 4 * v_budget);
+        v_whole_steps := -1;
         v_came_down := false;
-        v_bisecting := false;
         v_last_keys := NULL;
         LOOP
             IF v_all[s] THEN
@@ -766,6 +822,7 @@ BEGIN
                 FOREACH v_pick IN ARRAY v_members LOOP
                     v_levels[v_pick] := p_max_tf[v_pick] + 1;
                 END LOOP;
+                v_steps := 0;
                 LOOP
                     EXIT WHEN (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]])
                                FROM unnest(v_members) AS t(i)) < v_eff;
@@ -780,58 +837,102 @@ BEGIN
                                 - v_log_factorial[v_levels[t.i]]) DESC, t.i
                     LIMIT 1;
                     EXIT WHEN v_pick IS NULL;
+                    -- Within the budget? Else stop here, and raise v_eff to what a chunk
+                    -- left below these levels can score at most (and a hair above, as
+                    -- those chunks must score below v_eff). A fetch after a whole one
+                    -- goes at least a level further.
+                    IF v_steps > v_whole_steps THEN
+                        v_held := 1;
+                        v_below := 1;
+                        FOREACH v_pick_term IN ARRAY v_members LOOP
+                            v_held := v_held * v_tail[(v_pick_term - 1) * (v_maxtf + 2) + 2];
+                            v_below := v_below * greatest(
+                                v_tail[(v_pick_term - 1) * (v_maxtf + 2) + 2]
+                                - v_tail[(v_pick_term - 1) * (v_maxtf + 2)
+                                         + v_levels[v_pick_term]
+                                         + CASE WHEN v_pick_term = v_pick THEN 0 ELSE 1 END],
+                                0);
+                        END LOOP;
+                        IF p_chunks * (v_held - v_below) > v_budget THEN
+                            v_eff := (1 + 1e-12) * (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1)
+                                                                   + v_levels[t.i]])
+                                                    FROM unnest(v_members) AS t(i));
+                            EXIT;
+                        END IF;
+                    END IF;
                     v_levels[v_pick] := v_levels[v_pick] - 1;
+                    v_steps := v_steps + 1;
                 END LOOP;
                 v_level_keys := hybridsearch.tf_level_keys(p_terms, v_levels);
-                IF v_bisecting AND v_level_keys = v_last_keys THEN
-                    -- halfway up did not raise a level: further up, or fetch it whole
-                    IF v_bounds[s] - v_eff > 1e-9 * v_bounds[s] THEN
+                IF v_level_keys = v_last_keys THEN
+                    -- The keys of the last capped fetch, which would fetch the same
+                    -- chunks again: further up (halfway to the bound), or fetch it whole.
+                    IF NOT v_came_down AND v_bounds[s] - v_eff > 1e-9 * v_bounds[s] THEN
                         v_eff := (v_eff + v_bounds[s]) / 2;
                         CONTINUE;
                     END IF;
                     v_cap := NULL;
                 END IF;
             END IF;
-            WITH fetched AS MATERIALIZED (
-                SELECT c.chunk_id AS id,
-                       (SELECT sum(q.idf * hybridsearch.bm25_weight(
-                                   (d.term_freqs ->> q.term)::double precision, c.term_count,
-                                   p_avglen, p_k1, p_b))
-                        FROM unnest(p_terms, p_idf) AS q(term, idf)) AS score
-                FROM hybridsearch.chunks AS c
-                CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
-                WHERE c.collection_id = p_collection_id
-                  -- a key per term, as eight conditions rather than one @> (GIN steps
-                  -- through separate keys faster); past the subset's size, the first again
-                  AND c.impacts && ARRAY[v_holds_all[1]]
-                  AND c.impacts && ARRAY[coalesce(v_holds_all[2], v_holds_all[1])]
-                  AND c.impacts && ARRAY[coalesce(v_holds_all[3], v_holds_all[1])]
-                  AND c.impacts && ARRAY[coalesce(v_holds_all[4], v_holds_all[1])]
-                  AND c.impacts && ARRAY[coalesce(v_holds_all[5], v_holds_all[1])]
-                  AND c.impacts && ARRAY[coalesce(v_holds_all[6], v_holds_all[1])]
-                  AND c.impacts && ARRAY[coalesce(v_holds_all[7], v_holds_all[1])]
-                  AND c.impacts && ARRAY[coalesce(v_holds_all[8], v_holds_all[1])]
-                  AND c.impacts && v_level_keys
-                LIMIT v_cap
-            ),
-            merged AS (
-                -- a chunk is fetched again by every subset of its terms that is visited
-                SELECT m.id, max(m.score) AS score
-                FROM (SELECT * FROM unnest(v_top_ids, v_top_scores) AS b(id, score)
-                      UNION ALL
-                      SELECT * FROM fetched) AS m
-                GROUP BY m.id
-                ORDER BY score DESC, m.id
-                LIMIT p_top_k
-            )
-            SELECT coalesce(array_agg(merged.id ORDER BY merged.score DESC, merged.id), '{}'),
-                   coalesce(array_agg(merged.score ORDER BY merged.score DESC, merged.id), '{}'),
-                   (SELECT count(*) FROM fetched)
-            INTO v_top_ids, v_top_scores, v_fetched
-            FROM merged;
+            -- Skip a fetch that an earlier whole one covers (step 5): as if fetched whole.
+            IF NOT v_all[s] AND EXISTS (
+                SELECT FROM generate_subscripts(v_cover_masks, 1) AS r(i)
+                WHERE v_cover_masks[r.i] & ~v_holds_mask = 0
+                  AND NOT EXISTS (
+                      SELECT FROM unnest(v_members) AS t(i)
+                      WHERE coalesce(v_cover_levels[(r.i - 1) * v_m + t.i] > v_levels[t.i],
+                                     true)))
+            THEN
+                v_fetched := 0;
+                v_cap := NULL;
+            ELSE
+                WITH fetched AS MATERIALIZED (
+                    SELECT c.chunk_id AS id,
+                           (SELECT sum(q.idf * hybridsearch.bm25_weight(
+                                       (d.term_freqs ->> q.term)::double precision, c.term_count,
+                                       p_avglen, p_k1, p_b))
+                            FROM unnest(p_terms, p_idf) AS q(term, idf)) AS score
+                    FROM hybridsearch.chunks AS c
+                    CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
+                    WHERE c.collection_id = p_collection_id
+                      -- a key per term, as eight conditions rather than one @> (GIN steps
+                      -- through separate keys faster); past the subset's size, the first again
+                      AND c.impacts && ARRAY[v_holds_all[1]]
+                      AND c.impacts && ARRAY[coalesce(v_holds_all[2], v_holds_all[1])]
+                      AND c.impacts && ARRAY[coalesce(v_holds_all[3], v_holds_all[1])]
+                      AND c.impacts && ARRAY[coalesce(v_holds_all[4], v_holds_all[1])]
+                      AND c.impacts && ARRAY[coalesce(v_holds_all[5], v_holds_all[1])]
+                      AND c.impacts && ARRAY[coalesce(v_holds_all[6], v_holds_all[1])]
+                      AND c.impacts && ARRAY[coalesce(v_holds_all[7], v_holds_all[1])]
+                      AND c.impacts && ARRAY[coalesce(v_holds_all[8], v_holds_all[1])]
+                      AND c.impacts && v_level_keys
+                    LIMIT v_cap
+                ),
+                merged AS (
+                    -- a chunk is fetched again by every subset of its terms that is visited
+                    SELECT m.id, max(m.score) AS score
+                    FROM (SELECT * FROM unnest(v_top_ids, v_top_scores) AS b(id, score)
+                          UNION ALL
+                          SELECT * FROM fetched) AS m
+                    GROUP BY m.id
+                    ORDER BY score DESC, m.id
+                    LIMIT p_top_k
+                )
+                SELECT coalesce(array_agg(merged.id ORDER BY merged.score DESC, merged.id),
+                                '{}'),
+                       coalesce(array_agg(merged.score ORDER BY merged.score DESC, merged.id),
+                                '{}'),
+                       (SELECT count(*) FROM fetched)
+                INTO v_top_ids, v_top_scores, v_fetched
+                FROM merged;
+            END IF;
 
             v_kth := coalesce(v_top_scores[p_top_k], 0);
             IF v_cap IS NULL OR v_fetched < v_cap THEN
+                v_cover_masks := v_cover_masks || v_holds_mask;
+                v_cover_levels := v_cover_levels
+                                  || CASE WHEN v_all[s] THEN array_fill(1, ARRAY[v_m])
+                                          ELSE v_levels END;
                 -- Fetched whole: done unless this fetch stopped above the threshold (see
                 -- below); then come down to it, this time fetching it whole if it is capped
                 -- and raises nothing.
@@ -841,9 +942,10 @@ BEGIN
                 END IF;
                 EXIT WHEN v_eff <= v_kth;
                 v_eff := v_kth;
-                v_cap := v_fetch_cap;
+                v_budget := 4 * v_budget;
+                v_cap := greatest(v_fetch_cap, 4 * v_budget);
+                v_whole_steps := v_steps;
                 v_came_down := true;
-                v_bisecting := false;
                 CONTINUE;
             END IF;
             -- Capped: the chunks scored may raise the threshold, and with it the levels,
@@ -851,14 +953,12 @@ BEGIN
             -- between the threshold and the bound, whose best chunks will raise it; a
             -- visit of all chunks, or one already come down, is fetched whole.
             EXIT WHEN v_bounds[s] < v_kth;
-            v_bisecting := false;
             IF v_kth > v_eff THEN
                 v_eff := v_kth;
             ELSIF v_all[s] OR v_came_down THEN
                 v_cap := NULL;
             ELSE
                 v_eff := (v_eff + v_bounds[s]) / 2;
-                v_bisecting := true;
             END IF;
             v_last_keys := v_level_keys;
         END LOOP;
@@ -1171,7 +1271,7 @@ BEGIN
         SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
         FROM hybridsearch.keyword_topk_coverage(
             v_collection.collection_id, v_terms, v_idf, v_max_tf, v_collection.bm25_k1,
-            v_collection.bm25_b, v_avglen, v_min_length, p_top_k) AS r;
+            v_collection.bm25_b, v_avglen, v_min_length, v_chunks, p_top_k) AS r;
     ELSIF v_query.required IS NULL AND v_query.excluded IS NULL AND cardinality(v_terms) <= 62 THEN
         RETURN QUERY
         SELECT r.chunk_id, (row_number() OVER ())::integer, r.score
