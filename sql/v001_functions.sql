@@ -428,6 +428,9 @@ $$;
 -- chunks whose metadata contains p_filter, and always to the transaction's tenant
 -- when one is set (hybridsearch.current_tenant()). Uses the collection's HNSW index with
 -- ef_search >= p_top_k and a strict-order iterative scan so filters still yield K rows.
+-- ef_search is at least 100 (pgvector's default is 40): on the 1M-chunk bench, recall@10
+-- against exact search was 0.944-0.968 at ef_search 50 and 0.964-0.988 at 100, for about
+-- 0.2-0.6 ms more per query.
 CREATE FUNCTION hybridsearch.search_vector(
     p_collection text,
     p_embedding vector,
@@ -437,7 +440,7 @@ CREATE FUNCTION hybridsearch.search_vector(
 RETURNS TABLE (chunk_id bigint, vector_rank integer, vector_distance double precision)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 -- Function-level SET scopes the set_config() calls below to this function.
-SET hnsw.ef_search = 40
+SET hnsw.ef_search = 100
 SET hnsw.iterative_scan = 'strict_order'
 AS $$
 DECLARE
@@ -465,7 +468,7 @@ BEGIN
                              vector_norm(p_embedding), v_collection.distance),
             HINT = 'Check the embedding model''s output; a normalised vector has length 1.';
     END IF;
-    PERFORM set_config('hnsw.ef_search', greatest(40, p_top_k)::text, true);
+    PERFORM set_config('hnsw.ef_search', greatest(100, p_top_k)::text, true);
 
     -- The inner ORDER BY ... LIMIT is the shape pgvector's index scan needs; the outer
     -- query breaks distance ties by chunk_id so results are deterministic.
