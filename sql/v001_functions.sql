@@ -727,6 +727,7 @@ DECLARE
     v_budget     double precision;
     v_held       double precision;  -- chances that a chunk holds every term of the subset
     v_below      double precision;  -- ... and holds each below its level
+    v_reach      double precision;  -- the most a chunk below every level can score
     v_steps      integer;           -- levels lowered for this fetch ...
     v_whole_steps integer;          -- ... and for the visit's last whole fetch
     v_holds_mask integer;           -- the terms of v_holds_all, as bits
@@ -806,6 +807,10 @@ BEGIN
                              FROM unnest(v_members) AS t(i)
                              WHERE v_holds_mask & (1 << (t.i - 1)) <> 0
                              ORDER BY t.i);
+        v_held := 1;
+        FOREACH v_pick_term IN ARRAY v_members LOOP
+            v_held := v_held * v_tail[(v_pick_term - 1) * (v_maxtf + 2) + 2];
+        END LOOP;
         v_budget := 2 * p_top_k;
         v_cap := greatest(v_fetch_cap, 4 * v_budget);
         v_whole_steps := -1;
@@ -827,8 +832,9 @@ BEGIN
                 END LOOP;
                 v_steps := 0;
                 LOOP
-                    EXIT WHEN (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]])
-                               FROM unnest(v_members) AS t(i)) < v_eff;
+                    v_reach := (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]])
+                                FROM unnest(v_members) AS t(i));
+                    EXIT WHEN v_reach < v_eff;
                     SELECT t.i INTO v_pick
                     FROM unnest(v_members) AS t(i)
                     WHERE v_levels[t.i] > 2
@@ -845,10 +851,8 @@ BEGIN
                     -- those chunks must score below v_eff). A fetch after a whole one
                     -- goes at least a level further.
                     IF v_steps > v_whole_steps THEN
-                        v_held := 1;
                         v_below := 1;
                         FOREACH v_pick_term IN ARRAY v_members LOOP
-                            v_held := v_held * v_tail[(v_pick_term - 1) * (v_maxtf + 2) + 2];
                             v_below := v_below * greatest(
                                 v_tail[(v_pick_term - 1) * (v_maxtf + 2) + 2]
                                 - v_tail[(v_pick_term - 1) * (v_maxtf + 2)
@@ -857,9 +861,7 @@ BEGIN
                                 0);
                         END LOOP;
                         IF p_chunks * (v_held - v_below) > v_budget THEN
-                            v_eff := (1 + 1e-12) * (SELECT sum(v_w[(t.i - 1) * (v_maxtf + 1)
-                                                                   + v_levels[t.i]])
-                                                    FROM unnest(v_members) AS t(i));
+                            v_eff := (1 + 1e-12) * v_reach;
                             EXIT;
                         END IF;
                     END IF;
