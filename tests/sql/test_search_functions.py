@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from hybridsearch.fusion import fuse
@@ -40,28 +41,37 @@ def _insert(conn: psycopg.Connection, collection_id: int, rows: list) -> None:
         )
 
 
-def _insert_random(conn: psycopg.Connection, collection_id: int, dims: int, n: int) -> None:
+def _insert_random(
+    conn: psycopg.Connection,
+    collection_id: int,
+    dims: int,
+    n: int,
+    group: str = "i %% 10",
+    analyze: bool = True,
+) -> None:
     """n chunks of one document with random vectors: enough rows that the planner
-    prefers the HNSW index to a sort."""
+    prefers the HNSW index to a sort. Chunk i has metadata {"i": <group>}, a SQL
+    expression of i (its % doubled)."""
     conn.execute(
         """
         WITH doc AS (
             INSERT INTO hybridsearch.documents
                 (collection_id, external_id, content_hash, chunk_count)
-            VALUES (%(c)s, 'bulk', 'h', %(n)s) RETURNING document_id
+            VALUES (%(c)s, 'bulk-' || gen_random_uuid(), 'h', %(n)s) RETURNING document_id
         )
         INSERT INTO hybridsearch.chunks
             (collection_id, document_id, ordinal, content, metadata, embedding, fts)
-        SELECT %(c)s, doc.document_id, i, 'chunk ' || i, jsonb_build_object('i', i %% 10),
+        SELECT %(c)s, doc.document_id, i, 'chunk ' || i, jsonb_build_object('i', {group}),
                -- "WHERE i >= 0" correlates the subquery so each row gets its own vector
                (SELECT array_agg(random() - 0.5) FROM generate_series(1, %(d)s)
                 WHERE i >= 0)::vector,
                ''::tsvector
         FROM doc, generate_series(0, %(n)s - 1) AS i
-        """,
+        """.replace("{group}", group),
         {"c": collection_id, "n": n, "d": dims},
     )
-    conn.execute("ANALYZE hybridsearch.chunks")
+    if analyze:
+        conn.execute("ANALYZE hybridsearch.chunks")
 
 
 @pytest.fixture
@@ -247,6 +257,27 @@ def test_collections_with_different_dimensions_use_hnsw(conn: psycopg.Connection
             conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
 
 
+def _plans(conn: psycopg.Connection, query: str, params: tuple) -> list[str]:
+    """The plans of the statements run inside ``query``, as auto_explain logs them."""
+    notices: list[str] = []
+
+    def collect(diagnostic: psycopg.errors.Diagnostic) -> None:
+        notices.append(diagnostic.message_primary or "")
+
+    conn.add_notice_handler(collect)
+    conn.execute("LOAD 'auto_explain'")
+    conn.execute("SET auto_explain.log_min_duration = 0")
+    conn.execute("SET auto_explain.log_nested_statements = on")
+    conn.execute("SET auto_explain.log_level = notice")
+    conn.execute("SET client_min_messages = notice")
+    try:
+        conn.execute(query, params)
+    finally:
+        conn.execute("SET auto_explain.log_min_duration = -1")
+        conn.remove_notice_handler(collect)
+    return notices
+
+
 def test_search_vector_plan_uses_hnsw(conn: psycopg.Connection) -> None:
     """The plan inside search_vector (captured with auto_explain) scans the HNSW index."""
     name = f"plan_{uuid.uuid4().hex[:6]}"
@@ -255,17 +286,98 @@ def test_search_vector_plan_uses_hnsw(conn: psycopg.Connection) -> None:
     ).fetchone()[0]
     try:
         _insert_random(conn, collection_id, 4, 3000)
-        notices: list[str] = []
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_nested_statements = on")
-        conn.execute("SET auto_explain.log_level = notice")
-        conn.execute("SET client_min_messages = notice")
-        conn.execute("SELECT * FROM hybridsearch.search_vector(%s, %s, 50)", (name, np.ones(4)))
-        conn.execute("SET auto_explain.log_min_duration = -1")
+        notices = _plans(
+            conn, "SELECT * FROM hybridsearch.search_vector(%s, %s, 50)", (name, np.ones(4))
+        )
         plans = [n for n in notices if "nearest" in n]
         assert plans and f"chunks_{collection_id}_embedding_idx" in plans[0], notices
+    finally:
+        conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+
+
+def _exact_nearest(
+    conn: psycopg.Connection, collection_id: int, query: np.ndarray, flt: dict, k: int
+) -> list[tuple[int, float]]:
+    """The filtered top k by a sort of every matching row, no index."""
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")
+        return conn.execute(
+            "SELECT chunk_id, embedding <=> %s FROM hybridsearch.chunks"
+            " WHERE collection_id = %s AND metadata @> %s ORDER BY 2, 1 LIMIT %s",
+            (query, collection_id, Jsonb(flt), k),
+        ).fetchall()
+
+
+def test_selective_filter_ranks_matching_chunks_exactly(conn: psycopg.Connection) -> None:
+    """A filter the planner expects to match few chunks skips the HNSW graph (which would
+    walk thousands of neighbours to find K that match) and ranks all matching chunks."""
+    name = f"sel_{uuid.uuid4().hex[:6]}"
+    collection_id = conn.execute(
+        "SELECT (hybridsearch.create_collection(%s, 'm', 4)).collection_id", (name,)
+    ).fetchone()[0]
+    try:
+        _insert_random(conn, collection_id, 4, 3000, group="i %% 100")  # 30 chunks each
+        rng = np.random.default_rng(3)
+        for group in (7, 42):
+            query = rng.normal(size=4)
+            call = "SELECT chunk_id, vector_distance FROM hybridsearch.search_vector(%s, %s, 20, %s)"
+            found = conn.execute(call, (name, query, Jsonb({"i": group}))).fetchall()
+            expected = _exact_nearest(conn, collection_id, query, {"i": group}, 20)
+            assert [r[0] for r in found] == [r[0] for r in expected]
+            assert [r[1] for r in found] == pytest.approx([r[1] for r in expected], abs=1e-6)
+            plans = _plans(conn, call, (name, query, Jsonb({"i": group})))
+            assert not any(f"chunks_{collection_id}_embedding_idx" in p for p in plans), plans
+        # more than the 30 that match: all of them, nearest first
+        query = rng.normal(size=4)
+        found = conn.execute(
+            "SELECT chunk_id FROM hybridsearch.search_vector(%s, %s, 50, %s)",
+            (name, query, Jsonb({"i": 3})),
+        ).fetchall()
+        assert [r[0] for r in found] == [
+            r[0] for r in _exact_nearest(conn, collection_id, query, {"i": 3}, 50)
+        ]
+        assert len(found) == 30
+    finally:
+        conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+
+
+def test_broad_and_misestimated_filters_use_hnsw(conn: psycopg.Connection) -> None:
+    """A filter expected to match over 20,000 chunks goes through the HNSW index. One the
+    statistics wrongly call rare is tried exactly, which gives up past 20,000 matches, and
+    then the same way."""
+    name = f"broad_{uuid.uuid4().hex[:6]}"
+    collection_id = conn.execute(
+        "SELECT (hybridsearch.create_collection(%s, 'm', 4)).collection_id", (name,)
+    ).fetchone()[0]
+    partition = sql.Identifier(f"chunks_{collection_id}")
+    try:
+        conn.execute(
+            sql.SQL("ALTER TABLE hybridsearch.{} SET (autovacuum_enabled = off)").format(partition)
+        )
+        conn.execute("SELECT hybridsearch.drop_chunk_indexes(%s)", (name,))
+        _insert_random(conn, collection_id, 4, 21000, group="'broad'")
+        # after the statistics: they know no chunk with "late"
+        _insert_random(conn, collection_id, 4, 21000, group="'late'", analyze=False)
+        conn.execute("SELECT hybridsearch.create_chunk_indexes(%s)", (name,))
+        call = (
+            "SELECT v.chunk_id, v.vector_distance, c.metadata"
+            " FROM hybridsearch.search_vector(%s, %s, 50, %s) AS v"
+            " JOIN hybridsearch.chunks AS c ON c.chunk_id = v.chunk_id"
+            " ORDER BY v.vector_rank"
+        )
+        query = np.random.default_rng(5).normal(size=4)
+        for group, tries_exact in (("broad", False), ("late", True)):
+            flt = Jsonb({"i": group})
+            found = conn.execute(call, (name, query, flt)).fetchall()
+            assert len(found) == 50
+            assert all(r[2] == {"i": group} for r in found)
+            assert [r[1] for r in found] == sorted(r[1] for r in found)
+            plans = _plans(conn, call, (name, query, flt))
+            assert any("CTE matching" in p for p in plans) == tries_exact, plans
+            # (the planner, as misinformed, may read the misestimated one's index or not)
+            assert any("AS nearest" in p for p in plans), plans
+            if not tries_exact:
+                assert any(f"chunks_{collection_id}_embedding_idx" in p for p in plans), plans
     finally:
         conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
 
