@@ -111,7 +111,8 @@ def table(f: dict[str, Any], r: dict[str, float]) -> str:
     for name in ("10%", "1%"):
         key = f"filtered_{name.rstrip('%')}pct_p50_vs_unfiltered"
         add(
-            f"filtered hybrid {name} (min results {fl[name]['min_results']}/{k})",
+            f"filtered hybrid {name} (min results {fl[name]['min_results']}/{k},"
+            f" vector leg recall@{k} {fl[name]['vector_recall']:.3f})",
             _ms(fl[name]["ms"]),
             "unfiltered " + _ms(fl["unfiltered"]["ms"]),
             key,
