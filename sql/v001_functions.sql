@@ -451,8 +451,8 @@ $$;
 -- chunks whose metadata contains p_filter, and always to the transaction's tenant
 -- when one is set (hybridsearch.current_tenant()).
 --
--- Unfiltered, and for filters the planner expects to match more than 20,000 chunks, it
--- reads the collection's HNSW index with ef_search >= p_top_k and an iterative scan, so
+-- Unfiltered, and for filters the planner expects to keep many chunks (below), it reads
+-- the collection's HNSW index with ef_search >= p_top_k and an iterative scan, so
 -- filters still yield K rows. ef_search is at least 100 (pgvector's default is 40): on
 -- the 1M-chunk bench, recall@10 against exact search was 0.944-0.968 at ef_search 50 and
 -- 0.964-0.988 at 100, for about 0.2-0.6 ms more per query. The scan is relaxed-order
@@ -460,12 +460,16 @@ $$;
 -- of the chunks, its top 50 held 0.97 of the exact filtered top 50, against 0.93 in
 -- strict order, at the same speed.
 --
--- A selective filter starves the graph walk: it reads thousands of neighbours to find K
--- that match, and misses many of the nearest (1 % filter at 1M: 100 ms, 0.73 of the exact
--- top 50). Such filters get an exact search instead: the matching chunks, found through
--- the metadata index, ranked by distance (10,200 chunks in 61 ms there). The planner's
--- estimate picks the path; if it was wrong, the exact search stops after 20,000 chunks
--- and the HNSW scan runs after all.
+-- A selective filter starves the graph walk: to find K of M matching chunks among N it
+-- reads about K N / M neighbours, and misses many of the nearest (1 % filter at 1M:
+-- 100 ms, 0.73 of the exact top 50). An exact search instead ranks the M matching chunks,
+-- found through the metadata index, by distance (10,200 in 57 ms there): it costs about
+-- a quarter of a neighbour a chunk, so it is the cheaper where M < 2 sqrt(K N). It is
+-- taken where the planner expects M <= 3 sqrt(K N) (a margin for its exact results), and
+-- at most 20,000; if the estimate was wrong, it stops after 20,000 chunks and the HNSW
+-- scan runs after all. (In the 100k-chunk bench a 10 % filter keeps 10,000 chunks: with
+-- a plain 20,000 limit they were ranked exactly, and filtered hybrid p50 went from 30 to
+-- 54 ms.)
 CREATE FUNCTION hybridsearch.search_vector(
     p_collection text,
     p_embedding vector,
@@ -485,6 +489,7 @@ DECLARE
     v_exact_limit constant integer := 20000;  -- most matching chunks to rank exactly
     v_conditions text;   -- the filter and tenant conditions, on chunks c
     v_distance   text;   -- the distance of c.embedding to the query, as SQL
+    v_chunks     double precision;
     v_matching   bigint;
     v_ids        bigint[];
     v_distances  double precision[];
@@ -518,8 +523,11 @@ BEGIN
                          hybridsearch.distance_operator(v_collection.distance));
 
     IF v_filtered THEN
+        SELECT sum(s.chunks) INTO v_chunks
+        FROM hybridsearch.collection_stats AS s
+        WHERE s.collection_id = v_collection.collection_id;
         IF hybridsearch.estimated_matches(v_collection.collection_id, p_filter, v_tenant)
-           <= v_exact_limit THEN
+           <= least(v_exact_limit, 3 * sqrt(p_top_k * coalesce(v_chunks, 0))) THEN
             -- The matching chunks, up to one past the limit; ranked only within it.
             EXECUTE format(
                 $sql$
