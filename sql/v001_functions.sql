@@ -528,20 +528,21 @@ BEGIN
         WHERE s.collection_id = v_collection.collection_id;
         IF hybridsearch.estimated_matches(v_collection.collection_id, p_filter, v_tenant)
            <= least(v_exact_limit, 3 * sqrt(p_top_k * coalesce(v_chunks, 0))) THEN
-            -- The matching chunks, up to one past the limit; ranked only within it.
+            -- The matching chunks, up to one past the limit (their embeddings as TOAST
+            -- pointers, read only for the distances); ranked only within it.
             EXECUTE format(
                 $sql$
                 WITH matching AS MATERIALIZED (
-                    SELECT c.chunk_id, %1$s AS distance
+                    SELECT c.chunk_id, c.embedding
                     FROM hybridsearch.chunks AS c
                     WHERE %2$s
                     LIMIT %3$s + 1
                 ),
                 nearest AS (
-                    SELECT m.chunk_id, m.distance
-                    FROM matching AS m
+                    SELECT c.chunk_id, %1$s AS distance
+                    FROM matching AS c
                     WHERE (SELECT count(*) FROM matching) <= %3$s
-                    ORDER BY m.distance, m.chunk_id
+                    ORDER BY distance, c.chunk_id
                     LIMIT $3
                 )
                 SELECT (SELECT count(*) FROM matching),
