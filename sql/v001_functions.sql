@@ -463,9 +463,9 @@ $$;
 -- A selective filter starves the graph walk: to find K of M matching chunks among N it
 -- reads about K N / M neighbours, and misses many of the nearest (1 % filter at 1M:
 -- 100 ms, 0.73 of the exact top 50). An exact search instead ranks the M matching chunks,
--- found through the metadata index, by distance (10,200 in 57 ms there): it costs about
--- a quarter of a neighbour a chunk, so it is the cheaper where M < 2 sqrt(K N). It is
--- taken where the planner expects M <= 3 sqrt(K N) (a margin for its exact results), and
+-- found through the metadata index, by distance (10,200 in 36-41 ms there): it costs
+-- about a fifth of a neighbour a chunk, so it is the cheaper where M < 2.2 sqrt(K N). It
+-- is taken where the planner expects M <= 3 sqrt(K N) (a margin for its exact results), and
 -- at most 20,000; if the estimate was wrong, it stops after 20,000 chunks and the HNSW
 -- scan runs after all. (In the 100k-chunk bench a 10 % filter keeps 10,000 chunks: with
 -- a plain 20,000 limit they were ranked exactly, and filtered hybrid p50 went from 30 to
@@ -538,14 +538,15 @@ BEGIN
                     WHERE %2$s
                     LIMIT %3$s + 1
                 ),
+                matched AS (SELECT count(*) AS n FROM matching),
                 nearest AS (
                     SELECT c.chunk_id, %1$s AS distance
                     FROM matching AS c
-                    WHERE (SELECT count(*) FROM matching) <= %3$s
+                    WHERE (SELECT matched.n FROM matched) <= %3$s
                     ORDER BY distance, c.chunk_id
                     LIMIT $3
                 )
-                SELECT (SELECT count(*) FROM matching),
+                SELECT (SELECT matched.n FROM matched),
                        array_agg(n.chunk_id ORDER BY n.distance, n.chunk_id),
                        array_agg(n.distance ORDER BY n.distance, n.chunk_id)
                 FROM nearest AS n
