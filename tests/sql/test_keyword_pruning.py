@@ -66,7 +66,8 @@ def _collection(database_url: str, texts: list[str]) -> Iterator[tuple[str, list
             )
             INSERT INTO hybridsearch.chunks
                 (collection_id, document_id, ordinal, content, metadata, embedding, fts)
-            SELECT %(c)s, docs.document_id, 0, t.content, jsonb_build_object('g', t.i %% 3, 'r', t.i %% 50),
+            SELECT %(c)s, docs.document_id, 0, t.content,
+                   jsonb_build_object('g', t.i %% 3, 'r', t.i %% 50),
                    '[1,0,0]', hybridsearch.document_tsvector('simple', t.content)
             FROM unnest(%(texts)s::text[]) WITH ORDINALITY AS t(content, i)
             JOIN docs ON docs.external_id = 'd' || t.i

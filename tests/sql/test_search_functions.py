@@ -320,7 +320,9 @@ def test_selective_filter_ranks_matching_chunks_exactly(conn: psycopg.Connection
         rng = np.random.default_rng(3)
         for group in (7, 42):
             query = rng.normal(size=4)
-            call = "SELECT chunk_id, vector_distance FROM hybridsearch.search_vector(%s, %s, 20, %s)"
+            call = (
+                "SELECT chunk_id, vector_distance FROM hybridsearch.search_vector(%s, %s, 20, %s)"
+            )
             found = conn.execute(call, (name, query, Jsonb({"i": group}))).fetchall()
             expected = _exact_nearest(conn, collection_id, query, {"i": group}, 20)
             assert [r[0] for r in found] == [r[0] for r in expected]
