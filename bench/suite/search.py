@@ -6,7 +6,7 @@
   bench/keyword.py (handed its tsquery ready-made, so parsing is timed for ours only);
 * filtered hybrid at 10 % and 1 % selectivity against unfiltered hybrid, and how much of
   the exact filtered top K its vector leg finds;
-* HNSW recall@10 against exact search (index scans off), and the same for a halfvec
+* HNSW recall@10 against exact search (a sort of every chunk), and the same for a halfvec
   HNSW index built on the same partition, with its build time and query speed.
 """
 
@@ -162,20 +162,14 @@ def filtered_recall(
 ) -> float:
     """Mean share of the exact filtered top k (a sort of every matching chunk) that
     ``hybridsearch.search_vector`` returns with the filter."""
-    # The distances are computed below a fence, so no index scan can order them (with
-    # index scans disabled, the planner still took the HNSW index, filtered, at 1M).
-    exact = sql.SQL(
-        "SELECT m.chunk_id FROM (SELECT chunk_id, embedding::vector({dims}) <=> %s::vector({dims})"
-        " AS distance FROM hybridsearch.chunks WHERE collection_id = {id} AND metadata @> %s"
-        " OFFSET 0) AS m ORDER BY m.distance, m.chunk_id LIMIT %s"
-    ).format(dims=sql.Literal(collection.dimensions), id=sql.Literal(collection.collection_id))
+    exact = exact_sql(collection, filtered=True)
     shares = []
     for vector in vectors:
         found = conn.execute(
             "SELECT chunk_id FROM hybridsearch.search_vector(%s, %s, %s, %s)",
             (collection.name, vector, k, f),
         ).fetchall()
-        expected = conn.execute(exact, (vector, f, k)).fetchall()
+        expected = conn.execute(exact, {"v": vector, "f": f, "k": k}).fetchall()
         shares.append(len({r[0] for r in found} & {r[0] for r in expected}) / len(expected))
     return float(np.mean(shares))
 
@@ -190,11 +184,27 @@ def _nth(
     return _ids(conn, query, vectors[i], k)
 
 
+def exact_sql(collection: Collection, *, filtered: bool) -> sql.Composed:
+    """The exact top %(k)s to %(v)s by a sort of every chunk (that matches %(f)s).
+
+    The distances are computed below a fence, so no index scan can order them: with index
+    scans disabled, the planner still took the HNSW index, filtered, at 1M chunks.
+    """
+    return sql.SQL(
+        "SELECT m.chunk_id FROM (SELECT chunk_id,"
+        " embedding::vector({dims}) <=> %(v)s::vector({dims}) AS distance"
+        " FROM hybridsearch.chunks WHERE collection_id = {id}{condition}"
+        " OFFSET 0) AS m ORDER BY m.distance, m.chunk_id LIMIT %(k)s"
+    ).format(
+        dims=sql.Literal(collection.dimensions),
+        id=sql.Literal(collection.collection_id),
+        condition=sql.SQL(" AND metadata @> %(f)s" if filtered else ""),
+    )
+
+
 def _exact(conn: psycopg.Connection, collection: Collection, vector: np.ndarray) -> list[int]:
-    with conn.transaction():
-        conn.execute("SET LOCAL enable_indexscan = off")
-        conn.execute("SET LOCAL enable_seqscan = on")
-        return _ids(conn, nearest_sql(collection), vector, 10)
+    query = exact_sql(collection, filtered=False)
+    return [r[0] for r in conn.execute(query, {"v": vector, "k": 10}).fetchall()]
 
 
 def recall(
