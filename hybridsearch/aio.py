@@ -287,10 +287,13 @@ class AsyncHybridSearch:
         )
         timer = search_db.StageTimer()
         embedding = None
+        embedder = self.embedder(target)
+        if search_db.needs_load(options, embedder, query_embedding):
+            with timer.stage("load"):
+                await asyncio.to_thread(embedder.load)
         with timer.stage("embed"):
             if options.mode != "keyword":
                 if query_embedding is None:
-                    embedder = self.embedder(target)
                     vector = await asyncio.to_thread(embedder.embed_query, options.query)
                 else:
                     vector = query_embedding

@@ -158,8 +158,9 @@ def cmd_search(args: argparse.Namespace) -> None:
         snippet = " ".join((hit.snippet or hit.text).split())
         print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
     t = result.timings_ms
+    load = f"load={t['load']:.1f}ms " if "load" in t else ""
     print(
-        f"reranked={str(result.reranked).lower()} embed={t['embed']:.1f}ms "
+        f"reranked={str(result.reranked).lower()} {load}embed={t['embed']:.1f}ms "
         f"candidates={t['candidates']:.1f}ms rerank={t['rerank']:.1f}ms total={t['total']:.1f}ms"
     )
 

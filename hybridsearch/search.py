@@ -256,6 +256,14 @@ def search_result(
     )
 
 
+def needs_load(
+    options: SearchOptions, embedder: Embedder, query_embedding: np.ndarray | None
+) -> bool:
+    """Whether this search will embed its query with a model not loaded yet. The load
+    (seconds, once per process) is then reported as its own stage, ahead of "embed"."""
+    return options.mode != "keyword" and query_embedding is None and not embedder.loaded
+
+
 def run_search(
     conn: psycopg.Connection,
     collection: Collection,
@@ -271,6 +279,9 @@ def run_search(
     """Run one validated search through every stage and report what each did."""
     timer = StageTimer()
     embedding = None
+    if needs_load(options, embedder, query_embedding):
+        with timer.stage("load"):
+            embedder.load()
     with timer.stage("embed"):
         if options.mode != "keyword":
             if query_embedding is None:

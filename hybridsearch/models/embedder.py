@@ -120,6 +120,11 @@ class Embedder:
         return self._backend.name
 
     @property
+    def loaded(self) -> bool:
+        """Whether :meth:`load` has run: the next embedding will not load weights first."""
+        return self._model is not None
+
+    @property
     def dimensions(self) -> int:
         """Length of each embedding vector (loads the model)."""
         dim = self.load().get_embedding_dimension()
