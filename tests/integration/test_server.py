@@ -150,8 +150,11 @@ def test_search_returns_the_cli_json_contract(
     body = response.json()
     expected = hs.search(indexed, "which animal purrs", top_k=10, top_n=2, rerank=False).to_dict()
     assert list(body) == list(expected)
-    # ("load" too when this was the server's first search with the model)
+    # ("load" too when this was the server's first search with the model) ...
     assert set(body["timings_ms"]) - {"load"} == {"embed", "candidates", "rerank", "total"}
+    # ... which a second search finds loaded
+    again = http.post(f"/collections/{indexed}/search", json=query).json()
+    assert set(again["timings_ms"]) == {"embed", "candidates", "rerank", "total"}
     body.pop("timings_ms"), expected.pop("timings_ms")
     assert body == expected
     assert body["results"][0]["document_id"] == "cat"
