@@ -759,6 +759,10 @@ $$;
 --      a subset of its terms and reached, for every term here, a level at or below this
 --      one's. With the common terms left to the scoring, the whole fetches of a visit of
 --      S often cover the later visits of its subsets.
+--   6. A subset that the Poisson law expects at most 2 K chunks to hold (most subsets of
+--      three or more terms) is fetched whole on its first visit, which then stands for
+--      both: each GIN scan costs about the same whatever its levels, so one scan of a few
+--      more chunks beats two. If that fetch is capped, the visit goes by levels after all.
 CREATE FUNCTION hybridsearch.keyword_topk_coverage(
     p_collection_id integer,
     p_terms text[],
@@ -804,6 +808,7 @@ DECLARE
     -- terms) and some of v_level_keys (its tf levels)
     v_holds_all  text[];
     v_level_keys text[];
+    v_whole      boolean;   -- this visit fetches every chunk holding the subset (step 6)
     -- per term of the subset, the tf a fetched chunk must reach in one of them
     v_levels     integer[];
     v_pick       integer;
@@ -906,11 +911,12 @@ BEGIN
         END LOOP;
         v_budget := 2 * p_top_k;
         v_cap := greatest(v_fetch_cap, 4 * v_budget);
+        v_whole := v_all[s] OR p_chunks * v_held <= v_budget;
         v_whole_steps := -1;
         v_came_down := false;
         v_last_keys := NULL;
         LOOP
-            IF v_all[s] THEN
+            IF v_whole THEN
                 v_level_keys := v_holds_all[1:1];  -- no level
             ELSE
                 -- A chunk whose every term t of the subset is below v_levels[t] scores at
@@ -973,7 +979,7 @@ BEGIN
                 END IF;
             END IF;
             -- Skip a fetch that an earlier whole one covers (step 5): as if fetched whole.
-            IF NOT v_all[s] AND EXISTS (
+            IF NOT v_whole AND EXISTS (
                 SELECT FROM generate_subscripts(v_cover_masks, 1) AS r(i)
                 WHERE v_cover_masks[r.i] & ~v_holds_mask = 0
                   AND NOT EXISTS (
@@ -994,7 +1000,11 @@ BEGIN
                     CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
                     WHERE c.collection_id = p_collection_id
                       -- a key per term, as eight conditions rather than one @> (GIN steps
-                      -- through separate keys faster); past the subset's size, the first again
+                      -- through separate keys faster); past the subset's size, the first
+                      -- again. The levels come first: GIN advances the keys in their order,
+                      -- each past the last one's item, so the first key sets the pace, and
+                      -- the levels' lists are mostly the shorter (at 1M chunks, p95 42 -> 39 ms).
+                      AND c.impacts && v_level_keys
                       AND c.impacts && ARRAY[v_holds_all[1]]
                       AND c.impacts && ARRAY[coalesce(v_holds_all[2], v_holds_all[1])]
                       AND c.impacts && ARRAY[coalesce(v_holds_all[3], v_holds_all[1])]
@@ -1003,7 +1013,6 @@ BEGIN
                       AND c.impacts && ARRAY[coalesce(v_holds_all[6], v_holds_all[1])]
                       AND c.impacts && ARRAY[coalesce(v_holds_all[7], v_holds_all[1])]
                       AND c.impacts && ARRAY[coalesce(v_holds_all[8], v_holds_all[1])]
-                      AND c.impacts && v_level_keys
                       AND (p_filter IS NULL OR c.metadata @> p_filter)
                       AND (p_tenant IS NULL OR c.tenant_id = p_tenant)
                     LIMIT v_cap
@@ -1031,12 +1040,12 @@ BEGIN
             IF v_cap IS NULL OR v_fetched < v_cap THEN
                 v_cover_masks := v_cover_masks || v_holds_mask;
                 v_cover_levels := v_cover_levels
-                                  || CASE WHEN v_all[s] THEN array_fill(1, ARRAY[v_m])
+                                  || CASE WHEN v_whole THEN array_fill(1, ARRAY[v_m])
                                           ELSE v_levels END;
                 -- Fetched whole: done unless this fetch stopped above the threshold (see
                 -- below); then come down to it, this time fetching it whole if it is capped
                 -- and raises nothing.
-                IF v_all[s] THEN
+                IF v_whole THEN
                     v_done := v_done || v_mask;  -- (only a whole visit of all chunks)
                     EXIT;
                 END IF;
@@ -1053,9 +1062,13 @@ BEGIN
             -- between the threshold and the bound, whose best chunks will raise it; a
             -- visit of all chunks, or one already come down, is fetched whole.
             EXIT WHEN v_bounds[s] < v_kth;
-            IF v_kth > v_eff THEN
+            IF v_whole AND NOT v_all[s] THEN
+                -- more chunks hold the subset than expected: visit it by levels after all
+                v_whole := false;
+                v_eff := greatest(v_eff, v_kth);
+            ELSIF v_kth > v_eff THEN
                 v_eff := v_kth;
-            ELSIF v_all[s] OR v_came_down THEN
+            ELSIF v_whole OR v_came_down THEN
                 v_cap := NULL;
             ELSE
                 v_eff := (v_eff + v_bounds[s]) / 2;

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 K1, B = 1.2, 0.75
 WORDS = [f"w{i:03d}x" for i in range(400)]
 RARE = "r999x"
+CORRELATED = ["c1x", "c2x", "c3x"]
 
 
 def _texts(rng: np.random.Generator, n: int) -> list[str]:
@@ -105,6 +106,23 @@ def flat_corpus(database_url: str) -> Iterator[tuple[str, list[Chunk]]]:
     p = 1.0 / np.arange(1, 61) ** 1.1
     words = rng.choice(WORDS[:60], size=(10_000, 40), p=p / p.sum())
     with _collection(database_url, [" ".join(row) for row in words]) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def correlated_corpus(database_url: str) -> Iterator[tuple[str, list[Chunk]]]:
+    """10,000 chunks of 40 Zipf words, a tenth of them also holding c1x, c2x and c3x
+    (tf 1 to 3 each). Independent words that common would be held together by about 10
+    chunks, so term coverage fetches the three's chunks whole at once; here 1,000 hold all
+    three, so that fetch is capped and the visit has to go by tf levels after all."""
+    rng = np.random.default_rng(17)
+    p = 1.0 / np.arange(1, 201) ** 1.1
+    words = rng.choice(WORDS[:200], size=(10_000, 40), p=p / p.sum())
+    texts = []
+    for i, row in enumerate(words):
+        extra = [] if i % 10 else [w for w in CORRELATED for _ in range(rng.integers(1, 4))]
+        texts.append(" ".join(list(row) + extra))
+    with _collection(database_url, texts) as made:
         yield made
 
 
@@ -242,3 +260,20 @@ def test_coverage_visits_use_the_impacts_index_in_a_fresh_session(
     for plan in visits:
         assert f"Bitmap Index Scan on chunks_{cid}_impacts_idx" in plan, plan
         assert "Filter: ((impacts" not in plan, plan
+
+
+@pytest.mark.parametrize("terms", [CORRELATED, [*CORRELATED, "w005x"]], ids=lambda t: "+".join(t))
+@pytest.mark.parametrize("top_k", [10, 50])
+def test_coverage_of_words_that_occur_together_returns_exhaustive_top_k(
+    conn: psycopg.Connection,
+    correlated_corpus: tuple[str, list[Chunk]],
+    terms: list[str],
+    top_k: int,
+) -> None:
+    name, chunks = correlated_corpus
+    got = conn.execute(
+        "SELECT chunk_id, keyword_score FROM hybridsearch.search_keyword(%s, %s, %s)"
+        " ORDER BY keyword_rank",
+        (name, " ".join(terms), top_k),
+    ).fetchall()
+    _assert_same_top_k(got, _reference(chunks, terms, None), top_k)
