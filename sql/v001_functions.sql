@@ -757,10 +757,11 @@ $$;
 --      a subset of its terms and reached, for every term here, a level at or below this
 --      one's. With the common terms left to the scoring, the whole fetches of a visit of
 --      S often cover the later visits of its subsets.
---   6. A subset that the Poisson law expects at most 2 K chunks to hold (most subsets of
---      three or more terms) is fetched whole on its first visit, which then stands for
---      both: each GIN scan costs about the same whatever its levels, so one scan of a few
---      more chunks beats two. If that fetch is capped, the visit goes by levels after all.
+--   6. A subset that the Poisson law expects at most 2 K chunks to hold (on the bench,
+--      most subsets of three or more terms) is fetched whole on its first visit, which
+--      then stands for both: two visits read the subset's posting lists twice, and one
+--      that scores a few more chunks reads them once. If that fetch is capped, the visit
+--      goes by levels after all. (At 1M chunks, p50/p95 12.3/42 -> 9.3/30 ms.)
 --   7. Each fetch weighs, for each term of S but the rarest, reading its posting list
 --      against scoring the chunks it would filter out, and leaves the cheaper one to GIN:
 --      without the term, the fetch returns a superset of its chunks, all scored exactly.
