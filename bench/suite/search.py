@@ -1,7 +1,7 @@
 """Database-side search figures, each against a baseline on the same partition.
 
 * hybrid: ``hybridsearch.search_hybrid`` TopK against one bare HNSW TopK query at the
-  ef_search search_vector uses (``greatest(100, K)``);
+  ef_search search_vector uses (``greatest(200, K)``);
 * keyword: ``hybridsearch.search_keyword`` against the ts_rank_cd OR query of
   bench/keyword.py (handed its tsquery ready-made, so parsing is timed for ours only);
 * filtered hybrid at 10 % and 1 % selectivity against unfiltered hybrid, and how much of
@@ -46,7 +46,7 @@ NEAREST = (
 
 def ef_search_for(k: int) -> int:
     """What hybridsearch.search_vector sets for a TopK of ``k``."""
-    return max(100, k)
+    return max(200, k)
 
 
 def nearest_sql(collection: Collection, vector_type: str = "vector") -> sql.Composed:
