@@ -814,9 +814,9 @@ DECLARE
     -- terms) and some of v_level_keys (its tf levels)
     v_holds_all  text[];
     v_level_keys text[];
-    v_whole      boolean;
+    v_whole      boolean;           -- this visit fetches every chunk holding S (step 6)
     v_rows       double precision;  -- chunks a fetch is expected to return (step 7)
-    v_p          double precision;  -- the chance that a chunk holds a term   -- this visit fetches every chunk holding the subset (step 6)
+    v_p          double precision;  -- the chance that a chunk holds a term
     -- per term of the subset, the tf a fetched chunk must reach in one of them
     v_levels     integer[];
     v_pick       integer;
