@@ -119,7 +119,7 @@ class ChunkRow(Base):
     term_freqs: Mapped[dict[str, Any]] = mapped_column(Computed("hybridsearch.term_freqs(fts)"))
     term_count: Mapped[int] = mapped_column(Computed("hybridsearch.term_count(fts)"))
     impacts: Mapped[list[str]] = mapped_column(
-        ARRAY(Text), Computed("hybridsearch.impact_keys(fts)")
+        ARRAY(Text(collation="C")), Computed("hybridsearch.impact_keys(fts)")
     )
 
 
