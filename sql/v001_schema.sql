@@ -194,7 +194,7 @@ CREATE TABLE hybridsearch.chunks (
     -- The keys are only ever matched whole, never ordered for a reader, so they compare
     -- bytewise: GIN sorts some 250 keys a chunk when it builds the index, and under a
     -- linguistic collation (even C.UTF-8 under libc) each comparison is a strcoll call.
-    -- The build of 100k chunks' index took a third less time (11.4 s against 7.6 s).
+    -- The index of 102k chunks' keys built in a third less time: 7.6 s against 11.4 s.
     -- Queries need no COLLATE: the default collation of their keys yields to this one.
     impacts       text[] COLLATE "C" NOT NULL
                   GENERATED ALWAYS AS (hybridsearch.impact_keys(fts)) STORED,
