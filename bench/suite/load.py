@@ -149,11 +149,16 @@ def _write_both(
     return ours, copy
 
 
+def index_name(collection: Collection, suffix: str) -> str:
+    """The name of one of the partition's indexes, as ``chunk_index_definitions`` makes it."""
+    return f"chunks_{collection.collection_id}{suffix}"
+
+
 def _build_hnsw(
     conn: psycopg.Connection, collection: Collection, maintenance_work_mem: str
 ) -> None:
     """Build the partition's HNSW index alone, as ``create_chunk_indexes`` would."""
-    name = f"chunks_{collection.collection_id}_embedding_idx"
+    name = index_name(collection, "_embedding_idx")
     with conn.transaction():
         conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (maintenance_work_mem,))
         row = conn.execute(HNSW_DEFINITION, (collection.name, name)).fetchone()

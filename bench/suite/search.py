@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 from hybridsearch.bulk import analyze_sql
 from hybridsearch.collections import Collection
 
-from .load import ANALYZER
+from .load import ANALYZER, index_name
 from .timing import interleaved, summary
 
 HYBRID = "SELECT * FROM hybridsearch.search_hybrid(%s, %s, %s, p_top_k => %s, p_filter => %s)"
@@ -230,7 +230,7 @@ def recall(
             sql.SQL(
                 "CREATE INDEX {} ON {} USING hnsw ((embedding::halfvec({})) halfvec_cosine_ops)"
             ).format(
-                sql.Identifier(f"chunks_{collection.collection_id}_halfvec_idx"),
+                sql.Identifier(index_name(collection, "_halfvec_idx")),
                 collection.partition,
                 sql.Literal(collection.dimensions),
             )
@@ -260,10 +260,10 @@ def recall(
     if halfvec:
         result["halfvec_index_bytes"] = conn.execute(
             "SELECT pg_relation_size(%s::regclass)",
-            (f"hybridsearch.chunks_{collection.collection_id}_halfvec_idx",),
+            ("hybridsearch." + index_name(collection, "_halfvec_idx"),),
         ).fetchone()[0]  # type: ignore[index]
         result["vector_index_bytes"] = conn.execute(
             "SELECT pg_relation_size(%s::regclass)",
-            (f"hybridsearch.chunks_{collection.collection_id}_embedding_idx",),
+            ("hybridsearch." + index_name(collection, "_embedding_idx"),),
         ).fetchone()[0]  # type: ignore[index]
     return result
