@@ -16,6 +16,7 @@ from hybridsearch.eval.cli import register_eval_commands
 from hybridsearch.server_cli import register_serve_command
 
 EXIT_ERROR = 2
+EXIT_NOT_READY = 1  # `db current`: the database is reachable but not at this package's schema
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -41,7 +42,12 @@ def cmd_db(args: argparse.Namespace) -> None:
         migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
         migrate.downgrade(url, args.revision or "-1")
-    print(migrate.current_revision(url) or "base (hybridsearch not installed)")
+    status = migrate.schema_status(url)
+    head = " (head)" if status.revision == status.head else ""
+    print(f"{status.revision or 'base (hybridsearch not installed)'}{head}")
+    if args.action == "current" and not status.ready:
+        print(f"hybridsearch: not ready: {status.problem}", file=sys.stderr)
+        raise SystemExit(EXIT_NOT_READY)
 
 
 # -- collections ---------------------------------------------------------------------------

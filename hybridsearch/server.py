@@ -150,18 +150,15 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
 
     @app.get("/ready", tags=["service"], responses={503: {"model": ErrorBody}})
     def ready(hs: Client) -> Health:
-        """Readiness: the database answers and its schema is at this code's revision."""
+        """Readiness: the database answers, its schema is at this code's revision and its
+        functions are this package's."""
         try:
-            revision = migrate.current_revision(hs.url)
+            schema = migrate.schema_status(hs.url)
         except Exception as exc:  # SQLAlchemy/psycopg raise many types; any means not ready
             raise DatabaseError(f"the database is not reachable: {exc}") from exc
-        head = migrate.head_revision()
-        if revision != head:
-            raise DatabaseError(
-                f"the schema is at revision {revision or 'base'}, this server needs {head}; "
-                "run `hybridsearch db upgrade`"
-            )
-        return Health(status="ready", revision=revision)
+        if schema.problem is not None:
+            raise DatabaseError(schema.problem)
+        return Health(status="ready", revision=schema.revision)
 
     @app.get("/collections", tags=["collections"], responses=_errors())
     def list_collections(hs: Client) -> list[CollectionStats]:

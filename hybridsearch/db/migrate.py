@@ -7,6 +7,7 @@ source tree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
 from hybridsearch.config import Settings
+from hybridsearch.db import functions
+from hybridsearch.db.functions import FunctionDrift
 from hybridsearch.errors import DatabaseError
 
 SCHEMA = "hybridsearch"
@@ -46,11 +49,7 @@ def run_sql_file(name: str) -> None:
     The file goes to psycopg without parameters, so it may hold many statements and
     ``%`` signs (format() patterns) need no escaping.
     """
-    from alembic import op
-
-    driver_connection = op.get_bind().connection.driver_connection
-    assert isinstance(driver_connection, psycopg.Connection)
-    driver_connection.execute(sql_text(name))
+    _migration_connection().execute(sql_text(name))
 
 
 def _script_location() -> str:
@@ -77,9 +76,88 @@ def _with_connection(url: str, action: str, run: object) -> None:
         engine.dispose()
 
 
+def _migration_connection() -> psycopg.Connection:
+    from alembic import op
+
+    driver_connection = op.get_bind().connection.driver_connection
+    assert isinstance(driver_connection, psycopg.Connection)
+    return driver_connection
+
+
+def install_functions(revision: str) -> None:
+    """Upgrade step: install the functions ``revision`` ships (create or replace)."""
+    functions.install(_migration_connection(), revision)
+
+
+def restore_functions(revision: str) -> None:
+    """Downgrade step: make the functions exactly those ``revision`` installed."""
+    functions.replace_all(_migration_connection(), revision)
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Migrate the database at ``url`` up to ``revision``."""
+    """Migrate the database at ``url`` up to ``revision``.
+
+    At head, functions whose definitions differ from this package's current sources
+    (a database migrated by a development build, or edited by hand) are reinstalled, so
+    that a database at head always runs the package's functions.
+    """
     _with_connection(url, f"upgrade to {revision}", lambda c: command.upgrade(c, revision))
+    if revision == "head" and functions_drift(url):
+        _reinstall_functions(url)
+
+
+def _reinstall_functions(url: str) -> None:
+    try:
+        with psycopg.connect(url) as conn, conn.transaction():
+            functions.replace_all(conn)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"reinstalling the functions failed: {exc}") from exc
+
+
+def functions_drift(url: str) -> FunctionDrift | None:
+    """How the database's functions differ from the package's; None when this role may
+    not replace them (only their owner or the migrator can), so they were not compared."""
+    with psycopg.connect(url) as conn:
+        try:
+            return functions.drift(conn)
+        except psycopg.errors.InsufficientPrivilege:
+            return None
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's hybridsearch schema stands against this package."""
+
+    revision: str | None
+    head: str
+    drift: FunctionDrift | None  # None: not compared (see functions_drift)
+
+    @property
+    def ready(self) -> bool:
+        return self.revision == self.head and not self.drift
+
+    @property
+    def problem(self) -> str | None:
+        """Why the database is not ready, and the command that fixes it."""
+        fix = "run `hybridsearch db upgrade`"
+        if self.revision is None:
+            return f"hybridsearch is not installed in this database; {fix}"
+        if self.revision != self.head:
+            return f"the schema is at revision {self.revision}, this code needs {self.head}; {fix}"
+        if self.drift:
+            return (
+                f"the schema is at revision {self.head} but its functions differ from this "
+                f"package's ({self.drift.describe()}); {fix}, which reinstalls them"
+            )
+        return None
+
+
+def schema_status(url: str) -> SchemaStatus:
+    """The database's revision and whether its functions are this package's."""
+    revision = current_revision(url)
+    head = head_revision()
+    drift = functions_drift(url) if revision == head else FunctionDrift()
+    return SchemaStatus(revision, head, drift)
 
 
 def downgrade(url: str, revision: str = "-1") -> None:

@@ -1,0 +1,135 @@
+-- Fusion of two ranked candidate lists.
+--
+-- The current source of these functions (see sql/README.md): edit here, and ship the
+-- change in a new alembic revision.
+
+-- A weight's share of a fused score: p_weight * p_fraction, for a weight >= 0 and a
+-- fraction in [0, 1]. A share below 1e-300 counts as 0: PostgreSQL raises 22003 where
+-- IEEE arithmetic rounds a tiny product to 0. In effect a weight below about 1e-290
+-- counts as 0.
+CREATE OR REPLACE FUNCTION hybridsearch.fusion_share(
+    p_weight double precision,
+    p_fraction double precision
+)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p_weight = 0 OR p_fraction = 0 THEN 0
+        WHEN ln(p_weight) + ln(p_fraction) < -690.8 THEN 0  -- ln(1e-300) = -690.78
+        ELSE p_weight * p_fraction
+    END;
+$$;
+
+-- p_a + p_b for shares >= 0, saturating at the largest double instead of raising 22003.
+CREATE OR REPLACE FUNCTION hybridsearch.fusion_sum(p_a double precision, p_b double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p_a >= 1.7976931348623157e308 - p_b THEN 1.7976931348623157e308
+        ELSE p_a + p_b
+    END;
+$$;
+
+-- Fuse two ranked candidate lists (arrays in rank order) into one.
+--   rrf:      score = w_v * (1 / (k + rank_v)) + w_k * (1 / (k + rank_k))
+--   weighted: score = w_v * norm_v + w_k * norm_k, where norm is min-max normalised
+--             within each list (vector: smaller distance is better; a list whose
+--             values are all equal normalises to 1)
+-- A candidate missing from a list contributes 0 for it. Ties break by chunk_id.
+-- Scores are computed in double precision and never overflow or underflow: each share
+-- is hybridsearch.fusion_share, the sum is hybridsearch.fusion_sum.
+-- hybridsearch.fusion.fuse in Python is the reference implementation of this function.
+CREATE OR REPLACE FUNCTION hybridsearch.fuse_candidates(
+    p_vector_ids bigint[],
+    p_vector_distances double precision[],
+    p_keyword_ids bigint[],
+    p_keyword_scores double precision[],
+    p_method text DEFAULT 'rrf',
+    p_rrf_k integer DEFAULT 60,
+    p_vector_weight double precision DEFAULT 1.0,
+    p_keyword_weight double precision DEFAULT 1.0,
+    p_limit integer DEFAULT 50
+)
+RETURNS TABLE (
+    chunk_id bigint,
+    fused_rank integer,
+    fused_score double precision,
+    vector_rank integer,
+    vector_distance double precision,
+    keyword_rank integer,
+    keyword_score double precision
+)
+LANGUAGE plpgsql IMMUTABLE SECURITY INVOKER
+AS $$
+BEGIN
+    IF p_method IS NULL OR p_method NOT IN ('rrf', 'weighted') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('fusion must be rrf or weighted, got %L', p_method);
+    END IF;
+    IF p_rrf_k IS NULL OR p_rrf_k < 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('rrf_k must be >= 0, got %s', coalesce(p_rrf_k::text, 'NULL'));
+    END IF;
+    IF p_vector_weight IS NULL OR p_keyword_weight IS NULL
+       OR p_vector_weight < 0 OR p_keyword_weight < 0
+       OR p_vector_weight = 'NaN' OR p_keyword_weight = 'NaN'
+       OR p_vector_weight = 'Infinity' OR p_keyword_weight = 'Infinity' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'fusion weights must be finite numbers >= 0';
+    END IF;
+    PERFORM hybridsearch.check_top_k(p_limit);
+
+    RETURN QUERY
+    WITH vec AS (
+        SELECT t.id, t.ord::integer AS rnk, t.distance
+        FROM unnest(p_vector_ids, p_vector_distances) WITH ORDINALITY AS t(id, distance, ord)
+        WHERE t.id IS NOT NULL
+    ),
+    kw AS (
+        SELECT t.id, t.ord::integer AS rnk, t.score
+        FROM unnest(p_keyword_ids, p_keyword_scores) WITH ORDINALITY AS t(id, score, ord)
+        WHERE t.id IS NOT NULL
+    ),
+    vec_range AS (SELECT min(vec.distance) AS lo, max(vec.distance) AS hi FROM vec),
+    kw_range AS (SELECT min(kw.score) AS lo, max(kw.score) AS hi FROM kw),
+    joined AS (
+        SELECT coalesce(vec.id, kw.id) AS id,
+               vec.rnk AS v_rank, vec.distance AS v_distance,
+               kw.rnk AS k_rank, kw.score AS k_score,
+               CASE p_method
+                   WHEN 'rrf' THEN hybridsearch.fusion_sum(
+                       -- k + rank in double precision: rrf_k may be up to 2^31 - 1
+                       coalesce(hybridsearch.fusion_share(
+                           p_vector_weight, 1 / (p_rrf_k::double precision + vec.rnk)), 0),
+                       coalesce(hybridsearch.fusion_share(
+                           p_keyword_weight, 1 / (p_rrf_k::double precision + kw.rnk)), 0))
+                   ELSE hybridsearch.fusion_sum(
+                       CASE WHEN vec.id IS NULL THEN 0
+                            WHEN vr.hi = vr.lo THEN p_vector_weight
+                            ELSE hybridsearch.fusion_share(
+                                p_vector_weight, (vr.hi - vec.distance) / (vr.hi - vr.lo))
+                       END,
+                       CASE WHEN kw.id IS NULL THEN 0
+                            WHEN kr.hi = kr.lo THEN p_keyword_weight
+                            ELSE hybridsearch.fusion_share(
+                                p_keyword_weight, (kw.score - kr.lo) / (kr.hi - kr.lo))
+                       END)
+               END::double precision AS score
+        FROM vec
+        FULL JOIN kw ON kw.id = vec.id
+        CROSS JOIN vec_range AS vr
+        CROSS JOIN kw_range AS kr
+    )
+    SELECT joined.id,
+           (row_number() OVER (ORDER BY joined.score DESC, joined.id))::integer,
+           joined.score, joined.v_rank, joined.v_distance, joined.k_rank, joined.k_score
+    FROM joined
+    ORDER BY joined.score DESC, joined.id
+    LIMIT p_limit;
+END;
+$$;

@@ -1,0 +1,76 @@
+-- Hybrid TopK: both legs, fused.
+--
+-- The current source of these functions (see sql/README.md): edit here, and ship the
+-- change in a new alembic revision.
+
+-- Hybrid TopK: vector TopK and keyword TopK, each filtered, fused in SQL.
+-- Pass p_embedding NULL for keyword-only or p_query NULL for vector-only search.
+-- Returns the fused TopK with every stage's rank and score and the chunk's content.
+CREATE OR REPLACE FUNCTION hybridsearch.search_hybrid(
+    p_collection text,
+    p_embedding vector,
+    p_query text,
+    p_top_k integer DEFAULT 50,
+    p_filter jsonb DEFAULT NULL,
+    p_fusion text DEFAULT 'rrf',
+    p_rrf_k integer DEFAULT 60,
+    p_vector_weight double precision DEFAULT 1.0,
+    p_keyword_weight double precision DEFAULT 1.0
+)
+RETURNS TABLE (
+    fused_rank integer,
+    chunk_id bigint,
+    document_id text,
+    content text,
+    metadata jsonb,
+    vector_rank integer,
+    vector_distance double precision,
+    keyword_rank integer,
+    keyword_score double precision,
+    fused_score double precision
+)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_collection hybridsearch.collections := hybridsearch.get_collection(p_collection);
+    v_vector_ids bigint[];
+    v_distances  double precision[];
+    v_keyword_ids bigint[];
+    v_scores     double precision[];
+BEGIN
+    PERFORM hybridsearch.check_top_k(p_top_k);
+    PERFORM hybridsearch.check_filter(p_filter);
+    IF p_embedding IS NOT NULL THEN
+        SELECT array_agg(v.chunk_id ORDER BY v.vector_rank),
+               array_agg(v.vector_distance ORDER BY v.vector_rank)
+        INTO v_vector_ids, v_distances
+        FROM hybridsearch.search_vector(p_collection, p_embedding, p_top_k, p_filter) AS v;
+    END IF;
+    IF p_query IS NOT NULL THEN
+        SELECT array_agg(k.chunk_id ORDER BY k.keyword_rank),
+               array_agg(k.keyword_score ORDER BY k.keyword_rank)
+        INTO v_keyword_ids, v_scores
+        FROM hybridsearch.search_keyword(p_collection, p_query, p_top_k, p_filter) AS k;
+    END IF;
+
+    -- Each fused chunk's content and document, looked up by key (OFFSET 0 keeps the
+    -- lateral subquery from being flattened into a join). As a plain join the planner
+    -- cannot tell how few rows the fusion returns: at 1M chunks it hashed all 51,000
+    -- documents of the collection, 11 ms of a 30 ms hybrid search.
+    RETURN QUERY
+    SELECT f.fused_rank, f.chunk_id, x.external_id, x.content, x.metadata,
+           f.vector_rank, f.vector_distance, f.keyword_rank, f.keyword_score, f.fused_score
+    FROM hybridsearch.fuse_candidates(
+             v_vector_ids, v_distances, v_keyword_ids, v_scores,
+             p_fusion, p_rrf_k, p_vector_weight, p_keyword_weight, p_top_k) AS f
+    CROSS JOIN LATERAL (
+        SELECT d.external_id, c.content, c.metadata
+        FROM hybridsearch.chunks AS c
+        JOIN hybridsearch.documents AS d
+          ON d.collection_id = c.collection_id AND d.document_id = c.document_id
+        WHERE c.collection_id = v_collection.collection_id AND c.chunk_id = f.chunk_id
+        OFFSET 0
+    ) AS x
+    ORDER BY f.fused_rank;
+END;
+$$;
