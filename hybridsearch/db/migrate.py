@@ -85,12 +85,7 @@ def _migration_connection() -> psycopg.Connection:
 
 
 def install_functions(revision: str) -> None:
-    """Upgrade step: install the functions ``revision`` ships (create or replace)."""
-    functions.install(_migration_connection(), revision)
-
-
-def restore_functions(revision: str) -> None:
-    """Downgrade step: make the functions exactly those ``revision`` installed."""
+    """Migration step (up or down): make the schema's functions exactly ``revision``'s."""
     functions.replace_all(_migration_connection(), revision)
 
 

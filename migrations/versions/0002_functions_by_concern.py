@@ -1,8 +1,9 @@
 """Functions by concern: every function re-installed from sql/api/ (CREATE OR REPLACE).
 
 From this revision on, sql/api/*.sql hold the current source of every function and a
-revision that changes functions re-installs them (see sql/README.md). This revision
-changes no table and migrates no data.
+revision that changes functions installs them all, dropping any function it does not
+define (see sql/README.md); its downgrade puts back exactly the previous revision's.
+This revision changes no table and migrates no data.
 
 Revision ID: 0002
 Revises: 0001
@@ -11,7 +12,7 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-from hybridsearch.db.migrate import install_functions, restore_functions
+from hybridsearch.db.migrate import install_functions
 
 revision = "0002"
 down_revision = "0001"
@@ -24,4 +25,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    restore_functions(down_revision)
+    install_functions(down_revision)
