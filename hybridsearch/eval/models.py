@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from hybridsearch.errors import InvalidInputError
 from hybridsearch.eval.beir import Qrels, judged_queries, require_file
 from hybridsearch.eval.metrics import DEFAULT_KS, Evaluator, metric_names
+from hybridsearch.eval.optional import import_eval_dependency
 from hybridsearch.eval.runs import Rankings, to_run
 from hybridsearch.models.embedder import Embedder
 
@@ -70,6 +70,7 @@ def evaluate_sts(embedder: Embedder, pairs: Sequence[StsPair]) -> StsEvaluation:
 
     Both sentences are embedded as documents (no query prompt): STS is symmetric.
     """
+    stats = import_eval_dependency("scipy.stats", "STS evaluation")
     scores = np.array([p.score for p in pairs], dtype=np.float64)
     if len(pairs) < 3 or np.ptp(scores) == 0:
         raise InvalidInputError(

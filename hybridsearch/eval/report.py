@@ -9,6 +9,7 @@ from typing import Any
 
 from hybridsearch.errors import InvalidInputError
 from hybridsearch.eval.metrics import FAMILIES, parse_metric
+from hybridsearch.eval.optional import import_eval_dependency
 from hybridsearch.eval.pipeline import PipelineEvaluation
 from hybridsearch.eval.tune import TuneResult
 
@@ -92,10 +93,8 @@ def markdown_report(evaluation: PipelineEvaluation, plot: Path | None = None) ->
 
 def plot_metrics(columns: Columns, path: Path, title: str | None = None) -> Path:
     """One panel per metric family, that metric against k, one line per column (stage)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import_eval_dependency("matplotlib", "plotting").use("Agg")
+    plt = import_eval_dependency("matplotlib.pyplot", "plotting")
 
     series: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for column, values in columns.items():
