@@ -8,26 +8,22 @@
 -- when one is set (hybridsearch.current_tenant()).
 --
 -- Unfiltered, and for filters the planner expects to keep many chunks (below), it reads
--- the collection's HNSW index with ef_search >= p_top_k and an iterative scan, so
--- filters still yield K rows. ef_search is at least 200 (pgvector's default is 40): on
--- the 1M-chunk bench, recall@10 against exact search was 0.944-0.968 at ef_search 50 and
--- 0.930-0.988 at 100, depending on the build of the graph; on the build that gave 0.930
--- (50 queries; 0.956 over 200), ef_search 200 gave 0.970 (0.971), for 0.3 ms more on a
--- TopK of 50 (p50 2.05 -> 2.31 ms, p95 2.77 -> 3.17 ms). The scan is relaxed-order
--- (this function sorts what it returns): on that collection, with a filter matching 10 %
--- of the chunks, its top 50 held 0.97 of the exact filtered top 50, against 0.93 in
--- strict order, at the same speed.
+-- the collection's HNSW index with an iterative scan, so filters still yield K rows.
+-- Invariants: ef_search >= p_top_k (pgvector returns at most ef_search rows), and at
+-- least 200, well above pgvector's default of 40: recall@10 against exact search depends
+-- on the build of the graph, and 200 held it at 0.97 or more on the 1M-chunk bench builds
+-- for a fraction of a millisecond (figures in bench/NOTES.md). The scan is relaxed-order,
+-- since this function sorts what it returns; that keeps more of the exact filtered top K
+-- than strict order, at the same speed.
 --
 -- A selective filter starves the graph walk: to find K of M matching chunks among N it
--- reads about K N / M neighbours, and misses many of the nearest (1 % filter at 1M:
--- 100 ms, 0.73 of the exact top 50). An exact search instead ranks the M matching chunks,
--- found through the metadata index, by distance (10,200 in 36-41 ms there): it costs
+-- reads about K N / M neighbours, and misses many of the nearest. An exact search instead
+-- ranks the M matching chunks, found through the metadata index, by distance: it costs
 -- about a fifth of a neighbour a chunk, so it is the cheaper where M < 2.2 sqrt(K N). It
--- is taken where the planner expects M <= 3 sqrt(K N) (a margin for its exact results), and
--- at most 20,000; if the estimate was wrong, it stops after 20,000 chunks and the HNSW
--- scan runs after all. (In the 100k-chunk bench a 10 % filter keeps 10,000 chunks: with
--- a plain 20,000 limit they were ranked exactly, and filtered hybrid p50 went from 30 to
--- 54 ms.)
+-- is taken where the planner expects M <= 3 sqrt(K N) (a margin for its exact results),
+-- and at most 20,000 (so a 10 % filter on 100k chunks still walks the graph, which is
+-- faster there); if the estimate was wrong, it stops after 20,000 chunks and the HNSW
+-- scan runs after all.
 CREATE OR REPLACE FUNCTION hybridsearch.search_vector(
     p_collection text,
     p_embedding vector,
