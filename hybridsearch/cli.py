@@ -13,6 +13,16 @@ from typing import Any
 
 from hybridsearch.errors import HybridSearchError
 from hybridsearch.eval.cli import register_eval_commands
+from hybridsearch.params import (
+    FUSION,
+    KEYWORD_WEIGHT,
+    MODE,
+    RRF_K,
+    TOP_K,
+    TOP_N,
+    VECTOR_WEIGHT,
+    add_argument,
+)
 from hybridsearch.server_cli import register_serve_command
 
 EXIT_ERROR = 2
@@ -147,6 +157,8 @@ def cmd_search(args: argparse.Namespace) -> None:
             rerank=not args.no_rerank,
             fusion=args.fusion,
             rrf_k=args.rrf_k,
+            vector_weight=args.vector_weight,
+            keyword_weight=args.keyword_weight,
         )
     if result.note:
         print(f"note: {result.note}", file=sys.stderr)
@@ -262,12 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="hybrid search with reranking")
     search.add_argument("--collection", required=True)
-    search.add_argument("--mode", default="hybrid", choices=["hybrid", "vector", "keyword"])
-    search.add_argument("--top-k", type=_positive_int, default=50)
-    search.add_argument("--top-n", type=_positive_int, default=5)
+    for param in (MODE, TOP_K, TOP_N):
+        add_argument(search, param, default=param.default)
     search.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
-    search.add_argument("--fusion", choices=["rrf", "weighted"])
-    search.add_argument("--rrf-k", type=_positive_int)
+    for fusion_param in (FUSION, RRF_K, VECTOR_WEIGHT, KEYWORD_WEIGHT):
+        add_argument(search, fusion_param, default_text="the collection's")
     search.add_argument("--reranker", help="cross-encoder name or path (default: settings)")
     search.add_argument("--no-rerank", action="store_true")
     search.add_argument("--json", action="store_true", help="print the JSON contract")

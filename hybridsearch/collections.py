@@ -17,6 +17,7 @@ from hybridsearch.errors import (
     InvalidInputError,
     from_database_error,
 )
+from hybridsearch.params import FUSION, KEYWORD_WEIGHT, RRF_K, VECTOR_WEIGHT, FusionMethod
 
 Distance = Literal["cosine", "l2", "inner_product"]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -43,16 +44,17 @@ DROP_COLLECTION_SQL = "SELECT hybridsearch.drop_collection(%s)"
 
 @dataclass(frozen=True)
 class CollectionSettings:
-    """Per-collection defaults for chunking, prompts and fusion (stored as jsonb)."""
+    """Per-collection defaults for chunking, prompts and fusion (stored as jsonb); the
+    fusion defaults and their bounds are declared in :mod:`hybridsearch.params`."""
 
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 40
     query_prompt: str | None = None
     document_prompt: str | None = None
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    rrf_k: int = 60
-    vector_weight: float = 1.0
-    keyword_weight: float = 1.0
+    fusion: FusionMethod = FUSION.default
+    rrf_k: int = RRF_K.default
+    vector_weight: float = VECTOR_WEIGHT.default
+    keyword_weight: float = KEYWORD_WEIGHT.default
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CollectionSettings:

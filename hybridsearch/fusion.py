@@ -11,9 +11,17 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import assert_never
 
-FusionMethod = Literal["rrf", "weighted"]
+from hybridsearch.params import (
+    FUSION,
+    KEYWORD_WEIGHT,
+    RRF_K,
+    TOP_K,
+    VECTOR_WEIGHT,
+    FusionMethod,
+    check_weights,
+)
 
 
 @dataclass(frozen=True)
@@ -59,19 +67,24 @@ def fuse(
     vector: Sequence[tuple[int, float]],
     keyword: Sequence[tuple[int, float]],
     *,
-    method: FusionMethod = "rrf",
-    rrf_k: int = 60,
-    vector_weight: float = 1.0,
-    keyword_weight: float = 1.0,
-    limit: int = 50,
+    method: FusionMethod = FUSION.default,
+    rrf_k: int = RRF_K.default,
+    vector_weight: float = VECTOR_WEIGHT.default,
+    keyword_weight: float = KEYWORD_WEIGHT.default,
+    limit: int = TOP_K.default,
 ) -> list[Fused]:
     """Fuse two ranked lists of ``(chunk_id, value)``.
 
     ``vector`` values are distances (smaller is better), ``keyword`` values are scores
-    (larger is better); each list is already in rank order.
+    (larger is better); each list is already in rank order. The parameters are checked
+    against :mod:`hybridsearch.params` as the SQL checks them (InvalidInputError).
     """
-    if method not in ("rrf", "weighted"):
-        raise ValueError(f"fusion must be rrf or weighted, got {method!r}")
+    method = FUSION.check(method)
+    rrf_k = RRF_K.check(rrf_k)
+    vector_weight = VECTOR_WEIGHT.check(vector_weight)
+    keyword_weight = KEYWORD_WEIGHT.check(keyword_weight)
+    check_weights(vector_weight, keyword_weight)
+    limit = TOP_K.check(limit)
     v_rank = {cid: rank for rank, (cid, _) in enumerate(vector, start=1)}
     k_rank = {cid: rank for rank, (cid, _) in enumerate(keyword, start=1)}
     v_value = dict(vector)
@@ -84,7 +97,7 @@ def fuse(
         if method == "rrf":
             v_part = _share(vector_weight, 1 / (rrf_k + v_rank[cid])) if cid in v_rank else 0.0
             k_part = _share(keyword_weight, 1 / (rrf_k + k_rank[cid])) if cid in k_rank else 0.0
-        else:
+        elif method == "weighted":
             v_part = (
                 _weighted(vector_weight, v_value[cid], v_lo, v_hi, smaller_is_better=True)
                 if cid in v_value
@@ -95,6 +108,8 @@ def fuse(
                 if cid in k_value
                 else 0.0
             )
+        else:
+            assert_never(method)  # a method declared in params but not implemented here
         scored.append((_sum(v_part, k_part), cid))
 
     scored.sort(key=lambda item: (-item[0], item[1]))

@@ -8,23 +8,20 @@ RecursionError, and never a NaN score.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Real
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import numpy as np
 
+from hybridsearch import params
 from hybridsearch.collections import Collection
 from hybridsearch.errors import EmbeddingError, FilterError, InvalidInputError, QueryError
+from hybridsearch.params import FusionMethod
+from hybridsearch.params import Mode as Mode  # re-exported: the clients import it from here
 
-Mode = Literal["hybrid", "vector", "keyword"]
-MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
-FUSIONS = ("rrf", "weighted")
-MAX_TOP_K = 1000
-#: rrf_k is a PostgreSQL integer
-MAX_RRF_K = 2**31 - 1
+T = TypeVar("T")
+
 #: far deeper than any metadata filter needs, far below Python's recursion limit
 MAX_FILTER_DEPTH = 64
 #: pgvector computes distances in float32: longer vectors overflow them, and under cosine
@@ -42,7 +39,7 @@ class SearchOptions:
     top_n: int
     mode: Mode
     filter: dict[str, Any] | None
-    fusion: str
+    fusion: FusionMethod
     rrf_k: int
     vector_weight: float
     keyword_weight: float
@@ -122,33 +119,18 @@ def parse_filter(value: object) -> dict[str, Any] | None:
     return dict(value) or None
 
 
-def _fusion(value: object, default: str) -> str:
+def _or_default(param: params.Param[T], value: object, default: object, collection: str) -> T:
+    """``value`` checked against ``param``; when it is None, the collection's stored
+    ``default``, refused with what to do about it if stored before the bounds narrowed."""
     if value is None:
-        return default
-    if not isinstance(value, str) or value not in FUSIONS:
-        raise InvalidInputError(f"fusion must be rrf or weighted, got {value!r}")
-    return value
-
-
-def _rrf_k(value: object, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RRF_K:
-        raise InvalidInputError(
-            f"rrf_k must be an integer between 0 and {MAX_RRF_K}, got {value!r}"
-        )
-    return value
-
-
-def _weight(name: str, value: object, default: float) -> float:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise InvalidInputError(f"{name} must be a number, got {type(value).__name__}")
-    weight = float(value)
-    if not 0 <= weight < math.inf:
-        raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
-    return weight
+        if not param.accepts(default):
+            raise InvalidInputError(
+                f"collection {collection!r} has {param.name}={default!r} as its default, "
+                f"but {param.name} must be {param.expected}; pass {param.name} with the "
+                "search or update the collection's settings"
+            )
+        value = default
+    return param.check(value)
 
 
 def validate_options(
@@ -168,29 +150,31 @@ def validate_options(
 ) -> SearchOptions:
     """Check every search argument before touching the model or the database."""
     text = validate_query(query, max_query_chars)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidInputError(
-            f"top_k must be an integer between 1 and {MAX_TOP_K}, got {top_k!r}"
-        )
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-        raise InvalidInputError(f"top_n must be a positive integer, got {top_n!r}")
-    if top_n > top_k:
-        raise InvalidInputError(
-            f"top_n ({top_n}) cannot exceed top_k ({top_k}): the reranker picks TopN from TopK"
-        )
-    if mode not in MODES:
-        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    defaults = collection.settings
+    checked_top_k = params.TOP_K.check(top_k)
+    checked_top_n = params.TOP_N.check(top_n)
+    params.check_top_n(checked_top_n, checked_top_k)
+    checked_mode = params.MODE.check(mode)
+    checked_filter = parse_filter(filter)
+    stored, name = collection.settings, collection.name
+    checked_fusion = _or_default(params.FUSION, fusion, stored.fusion, name)
+    checked_rrf_k = _or_default(params.RRF_K, rrf_k, stored.rrf_k, name)
+    checked_vector_weight = _or_default(
+        params.VECTOR_WEIGHT, vector_weight, stored.vector_weight, name
+    )
+    checked_keyword_weight = _or_default(
+        params.KEYWORD_WEIGHT, keyword_weight, stored.keyword_weight, name
+    )
+    params.check_weights(checked_vector_weight, checked_keyword_weight)
     return SearchOptions(
         query=text,
-        top_k=top_k,
-        top_n=top_n,
-        mode=mode,
-        filter=parse_filter(filter),
-        fusion=_fusion(fusion, defaults.fusion),
-        rrf_k=_rrf_k(rrf_k, defaults.rrf_k),
-        vector_weight=_weight("vector_weight", vector_weight, defaults.vector_weight),
-        keyword_weight=_weight("keyword_weight", keyword_weight, defaults.keyword_weight),
+        top_k=checked_top_k,
+        top_n=checked_top_n,
+        mode=checked_mode,
+        filter=checked_filter,
+        fusion=checked_fusion,
+        rrf_k=checked_rrf_k,
+        vector_weight=checked_vector_weight,
+        keyword_weight=checked_keyword_weight,
         tenant=tenant,
     )
 

@@ -1,7 +1,9 @@
 """Request and response bodies of the HTTP API (:mod:`hybridsearch.server`).
 
-Bounds live here, in the OpenAPI spec, so clients see them; what hybridsearch itself
-validates (queries, documents, filters) is left to it, so both doors give one answer.
+Bounds live here, in the OpenAPI spec, so clients see them; the search and fusion
+parameters' bounds come from :mod:`hybridsearch.params`, so this door accepts what the
+others do. What hybridsearch itself validates (queries, documents, filters, and rules
+that join parameters, such as top_n <= top_k) is left to it, so both doors give one answer.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from typing import Annotated, Any, Literal
 from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from hybridsearch import params
 from hybridsearch.collections import NAME_PATTERN, CollectionSettings
 from hybridsearch.eval.metrics import DEFAULT_KS
 from hybridsearch.eval.pipeline import PipelineConfig, Stage
-from hybridsearch.search_input import MAX_TOP_K, Mode
+from hybridsearch.params import FusionMethod, Mode
 
 
 def _postgres_text(value: str) -> str:
@@ -32,6 +35,24 @@ PostgresText = Annotated[str, AfterValidator(_postgres_text)]
 
 # trec_eval works through every relevance level, so a huge grade stalls it for minutes.
 Relevance = Annotated[int, Field(ge=-100, le=100)]
+
+
+def _bounded(param: params.IntRange | params.FloatRange) -> Any:
+    """The declared bounds of ``param`` as pydantic constraints (and OpenAPI min/max)."""
+    return Field(
+        ge=param.minimum,
+        le=param.maximum,
+        allow_inf_nan=False if isinstance(param, params.FloatRange) else None,
+        description=param.description,
+    )
+
+
+TopK = Annotated[int, _bounded(params.TOP_K)]
+TopN = Annotated[int, _bounded(params.TOP_N)]
+RrfK = Annotated[int, _bounded(params.RRF_K)]
+VectorWeight = Annotated[float, _bounded(params.VECTOR_WEIGHT)]
+KeywordWeight = Annotated[float, _bounded(params.KEYWORD_WEIGHT)]
+COLLECTION_DEFAULT = "default: the collection's"
 
 CollectionName = Annotated[
     str, PathParam(pattern=f"^{NAME_PATTERN.pattern}$", description="collection name")
@@ -52,10 +73,10 @@ class SettingsBody(BaseModel):
     chunk_overlap_tokens: int | None = Field(default=None, ge=0, le=8191)
     query_prompt: str | None = None
     document_prompt: str | None = None
-    fusion: Literal["rrf", "weighted"] | None = None
-    rrf_k: int | None = Field(default=None, ge=1, le=100_000)
-    vector_weight: float | None = Field(default=None, ge=0, le=1e6, allow_inf_nan=False)
-    keyword_weight: float | None = Field(default=None, ge=0, le=1e6, allow_inf_nan=False)
+    fusion: FusionMethod | None = None
+    rrf_k: RrfK | None = None
+    vector_weight: VectorWeight | None = None
+    keyword_weight: KeywordWeight | None = None
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> SettingsBody:
@@ -112,15 +133,17 @@ class SearchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str
-    top_k: int = Field(50, ge=1, le=MAX_TOP_K, description="fused candidates (recall)")
-    top_n: int = Field(5, ge=1, le=MAX_TOP_K, description="results after reranking")
-    mode: Mode = "hybrid"
+    top_k: TopK = params.TOP_K.default
+    top_n: TopN = params.TOP_N.default
+    mode: Mode = Field(params.MODE.default, description=params.MODE.description)
     filter: dict[str, Any] | None = Field(default=None, description="metadata containment filter")
     rerank: bool = True
-    fusion: Literal["rrf", "weighted"] | None = None
-    rrf_k: int | None = Field(default=None, ge=1, le=100_000)
-    vector_weight: float | None = Field(default=None, ge=0, le=1e6, allow_inf_nan=False)
-    keyword_weight: float | None = Field(default=None, ge=0, le=1e6, allow_inf_nan=False)
+    fusion: FusionMethod | None = Field(
+        default=None, description=f"{params.FUSION.description}; {COLLECTION_DEFAULT}"
+    )
+    rrf_k: RrfK | None = Field(default=None, description=COLLECTION_DEFAULT)
+    vector_weight: VectorWeight | None = Field(default=None, description=COLLECTION_DEFAULT)
+    keyword_weight: KeywordWeight | None = Field(default=None, description=COLLECTION_DEFAULT)
 
 
 class ScoresBody(BaseModel):
@@ -160,16 +183,16 @@ class EvalBody(BaseModel):
         min_length=1, description="query id → document id → relevance grade"
     )
     stages: list[Stage] = Field(["vector", "keyword", "hybrid"], min_length=1, max_length=4)
-    ks: list[Annotated[int, Field(ge=1, le=MAX_TOP_K)]] = Field(
+    ks: list[Annotated[int, Field(ge=1, le=params.TOP_K.maximum)]] = Field(
         list(DEFAULT_KS), min_length=1, max_length=20, description="metric cutoffs"
     )
-    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
-    top_n: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
-    rerank_depth: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
-    fusion: Literal["rrf", "weighted"] | None = None
-    rrf_k: int | None = Field(default=None, ge=1, le=100_000)
-    vector_weight: float | None = Field(default=None, ge=0, le=1e6, allow_inf_nan=False)
-    keyword_weight: float | None = Field(default=None, ge=0, le=1e6, allow_inf_nan=False)
+    top_k: TopK | None = None
+    top_n: TopN | None = None
+    rerank_depth: TopK | None = Field(default=None, description="fused candidates reranked")
+    fusion: FusionMethod | None = None
+    rrf_k: RrfK | None = None
+    vector_weight: VectorWeight | None = None
+    keyword_weight: KeywordWeight | None = None
 
     def to_config(self) -> PipelineConfig:
         return PipelineConfig(

@@ -16,6 +16,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from hybridsearch.errors import InvalidInputError
 from hybridsearch.eval import metrics
+from hybridsearch.eval.pipeline import PipelineConfig
+from hybridsearch.eval.tune import Grid
+from hybridsearch.params import (
+    FUSION,
+    KEYWORD_WEIGHT,
+    RRF_K,
+    TOP_K,
+    TOP_N,
+    VECTOR_WEIGHT,
+    FusionMethod,
+    add_argument,
+)
 
 if TYPE_CHECKING:
     from hybridsearch.eval.tune import TuneRow
@@ -76,12 +88,7 @@ def _settings() -> Any:
 def cmd_eval(args: argparse.Namespace) -> None:
     from hybridsearch.eval.beir import load_qrels, load_queries
     from hybridsearch.eval.metrics import parse_ks
-    from hybridsearch.eval.pipeline import (
-        STAGES,
-        PipelineConfig,
-        evaluate_pipeline,
-        parse_stages,
-    )
+    from hybridsearch.eval.pipeline import STAGES, evaluate_pipeline, parse_stages
     from hybridsearch.eval.report import (
         markdown_report,
         plot_metrics,
@@ -156,8 +163,7 @@ def _relative(path: Path, start: Path) -> str:
 def cmd_tune(args: argparse.Namespace) -> None:
     from hybridsearch.eval.beir import load_qrels, load_queries
     from hybridsearch.eval.report import tune_table, write_json
-    from hybridsearch.eval.tune import Grid, save_best, tune
-    from hybridsearch.fusion import FusionMethod
+    from hybridsearch.eval.tune import save_best, tune
 
     queries = load_queries(Path(args.queries))
     qrels = load_qrels(Path(args.qrels))
@@ -282,6 +288,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _joined(values: tuple[object, ...]) -> str:
+    return ",".join(str(value) for value in values)
+
+
 def _judged_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", required=True, help="BEIR queries.jsonl")
     parser.add_argument(
@@ -300,17 +310,16 @@ def register_eval_commands(sub: Any) -> None:
         help="comma-separated from vector,keyword,hybrid,rerank "
         "(default: all; rerank only with a reranker)",
     )
-    ev.add_argument("--top-k", type=_positive_int, default=100, help="TopK per branch and fused")
-    ev.add_argument("--top-n", type=_positive_int, default=10, help="TopN ranked by the reranker")
+    add_argument(ev, TOP_K, default=PipelineConfig.top_k)
+    add_argument(ev, TOP_N, default=PipelineConfig.top_n)
     ev.add_argument(
         "--rerank-depth",
-        type=_positive_int,
-        help="fused candidates the reranker scores (default: all TopK, as search does)",
+        type=TOP_K.parse_arg,
+        help="fused candidates the reranker scores, at most --top-k "
+        "(default: all TopK, as search does)",
     )
-    ev.add_argument("--fusion", choices=["rrf", "weighted"], help="default: the collection's")
-    ev.add_argument("--rrf-k", type=int, help="default: the collection's")
-    ev.add_argument("--vector-weight", type=float, help="default: the collection's")
-    ev.add_argument("--keyword-weight", type=float, help="default: the collection's")
+    for param in (FUSION, RRF_K, VECTOR_WEIGHT, KEYWORD_WEIGHT):
+        add_argument(ev, param, default_text="the collection's")
     ev.add_argument("--reranker", help="cross-encoder name or path (default: settings)")
     ev.add_argument("--json", metavar="OUT.json", help="write the metrics as JSON")
     ev.add_argument("--run-out", metavar="DIR", help="write <stage>.trec run files")
@@ -323,13 +332,27 @@ def register_eval_commands(sub: Any) -> None:
     )
     tn.add_argument("--collection", required=True)
     _judged_inputs(tn)
-    tn.add_argument("--top-k", default="20,50,100", help="TopK values (default 20,50,100)")
-    tn.add_argument("--fusion", default="rrf,weighted", help="fusion methods (default both)")
-    tn.add_argument("--rrf-k", default="10,30,60,100", help="RRF k values (default 10,30,60,100)")
+    grid = Grid()
+    tn.add_argument(
+        "--top-k",
+        default=_joined(grid.top_ks),
+        help=f"TopK values, each {TOP_K.expected} (default {_joined(grid.top_ks)})",
+    )
+    tn.add_argument(
+        "--fusion",
+        default=_joined(grid.fusions),
+        help=f"fusion methods, each {FUSION.expected} (default {_joined(grid.fusions)})",
+    )
+    tn.add_argument(
+        "--rrf-k",
+        default=_joined(grid.rrf_ks),
+        help=f"RRF k values, each {RRF_K.expected} (default {_joined(grid.rrf_ks)})",
+    )
     tn.add_argument(
         "--vector-weights",
-        default="0.3,0.5,0.7",
-        help="vector weights w; the keyword weight is 1 - w (default 0.3,0.5,0.7)",
+        default=_joined(grid.vector_weights),
+        help="vector weights w in [0, 1]; the keyword weight is 1 - w "
+        f"(default {_joined(grid.vector_weights)})",
     )
     tn.add_argument(
         "--rerank-depth",

@@ -22,9 +22,18 @@ from hybridsearch.errors import InvalidInputError, QueryError
 from hybridsearch.eval.beir import Qrels, judged_queries
 from hybridsearch.eval.metrics import DEFAULT_KS, Evaluator, metric_names
 from hybridsearch.eval.runs import Rankings, document_ranking, rerank_order, to_run
-from hybridsearch.fusion import FusionMethod
 from hybridsearch.models.reranker import Reranker
-from hybridsearch.search import Hit, Mode
+from hybridsearch.params import (
+    FUSION,
+    KEYWORD_WEIGHT,
+    RRF_K,
+    TOP_K,
+    TOP_N,
+    VECTOR_WEIGHT,
+    FusionMethod,
+    Mode,
+)
+from hybridsearch.search import Hit
 
 Stage = Literal["vector", "keyword", "hybrid", "rerank"]
 STAGES: tuple[Stage, ...] = ("vector", "keyword", "hybrid", "rerank")
@@ -50,7 +59,8 @@ class PipelineConfig:
     """Search parameters for an evaluation; ``None`` takes the collection's default.
 
     ``rerank_depth`` is how many fused candidates the cross-encoder scores (``None``: all
-    TopK, as search does); ``top_n`` of them are ranked by it.
+    TopK, as search does); ``top_n`` of them are ranked by it. TopK and TopN default deeper
+    than a search's (:mod:`hybridsearch.params`) so that recall@100 and ndcg@10 are defined.
     """
 
     top_k: int = 100
@@ -62,6 +72,18 @@ class PipelineConfig:
     keyword_weight: float | None = None
 
     def check(self) -> None:
+        """InvalidInputError for a parameter outside its declared bounds, or depths out of
+        order; a search would refuse the same values, but only at the first query."""
+        TOP_K.check(self.top_k)
+        TOP_N.check(self.top_n)
+        for param, value in (
+            (FUSION, self.fusion),
+            (RRF_K, self.rrf_k),
+            (VECTOR_WEIGHT, self.vector_weight),
+            (KEYWORD_WEIGHT, self.keyword_weight),
+        ):
+            if value is not None:
+                param.check(value)
         depth = self.top_k if self.rerank_depth is None else self.rerank_depth
         if not 1 <= self.top_n <= depth <= self.top_k:
             raise InvalidInputError(

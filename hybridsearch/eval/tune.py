@@ -25,8 +25,9 @@ from hybridsearch.eval.beir import Qrels, judged_queries
 from hybridsearch.eval.metrics import Evaluator, parse_metric
 from hybridsearch.eval.pipeline import branch_hits
 from hybridsearch.eval.runs import Rankings, document_ranking, rerank_order, to_run
-from hybridsearch.fusion import FusionMethod, fuse
+from hybridsearch.fusion import fuse
 from hybridsearch.models.reranker import Reranker
+from hybridsearch.params import FUSION, RRF_K, TOP_K, FusionMethod
 
 #: Called with (phase, done, total); phases are "fetch" (per query) and "grid" (per point).
 Progress = Callable[[str, int, int], None]
@@ -35,11 +36,12 @@ Progress = Callable[[str, int, int], None]
 @dataclass(frozen=True)
 class Grid:
     """The values to try. A rerank depth of 0 means no reranking; depths above a TopK are
-    skipped for it. Vector weight w pairs with keyword weight 1 - w.
+    skipped for it. Vector weight w pairs with keyword weight 1 - w, so w lies in [0, 1].
+    TopK, fusion and rrf_k values are bounded as a search's (:mod:`hybridsearch.params`).
     """
 
     top_ks: tuple[int, ...] = (20, 50, 100)
-    fusions: tuple[FusionMethod, ...] = ("rrf", "weighted")
+    fusions: tuple[FusionMethod, ...] = FUSION.choices
     rrf_ks: tuple[int, ...] = (10, 30, 60, 100)
     vector_weights: tuple[float, ...] = (0.3, 0.5, 0.7)
     rerank_depths: tuple[int, ...] = (0,)
@@ -49,17 +51,17 @@ class Grid:
             raise InvalidInputError("every grid axis needs at least one value")
         if "rrf" in self.fusions and not self.rrf_ks:
             raise InvalidInputError("rrf fusion needs at least one rrf_k")
-        if any(not 1 <= k <= 1000 for k in self.top_ks):
-            raise InvalidInputError(f"TopK values must be between 1 and 1000, got {self.top_ks}")
-        if any(k < 0 for k in self.rrf_ks):
-            raise InvalidInputError(f"rrf_k values must be >= 0, got {self.rrf_ks}")
+        for top_k in self.top_ks:
+            TOP_K.check(top_k)
+        for method in self.fusions:
+            FUSION.check(method)
+        for rrf_k in self.rrf_ks:
+            RRF_K.check(rrf_k)
         if any(not 0.0 <= w <= 1.0 for w in self.vector_weights):
             raise InvalidInputError(
                 f"vector weights must lie in [0, 1] (keyword weight = 1 - w), "
                 f"got {self.vector_weights}"
             )
-        if any(method not in ("rrf", "weighted") for method in self.fusions):
-            raise InvalidInputError(f"fusion must be rrf or weighted, got {self.fusions}")
         if any(d < 0 for d in self.rerank_depths):
             raise InvalidInputError(f"rerank depths must be >= 0, got {self.rerank_depths}")
         if min(self.rerank_depths) > max(self.top_ks):
@@ -220,7 +222,7 @@ def tune(
                 lists[qid].vector[: point.top_k],
                 lists[qid].keyword[: point.top_k],
                 method=point.fusion,
-                rrf_k=point.rrf_k if point.rrf_k is not None else 60,
+                rrf_k=point.rrf_k if point.rrf_k is not None else RRF_K.default,
                 vector_weight=point.vector_weight,
                 keyword_weight=point.keyword_weight,
                 limit=point.top_k,

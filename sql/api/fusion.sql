@@ -32,12 +32,63 @@ AS $$
     END;
 $$;
 
+-- Reject fusion parameters outside the bounds declared in hybridsearch/params.py (which
+-- says why each bound is what it is): fusion rrf or weighted; rrf_k an integer in
+-- [1, 100000]; each weight a finite number in [0, 1000000], not both 0 (every fused score
+-- would be 0 and the order arbitrary). PostgreSQL orders NaN above every number, so the
+-- upper bound also refuses NaN, as it refuses Infinity.
+CREATE OR REPLACE FUNCTION hybridsearch.check_fusion(
+    p_method text,
+    p_rrf_k integer,
+    p_vector_weight double precision,
+    p_keyword_weight double precision
+)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SECURITY INVOKER
+AS $$
+BEGIN
+    IF p_method IS NULL OR p_method NOT IN ('rrf', 'weighted') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('fusion must be rrf or weighted, got %L', p_method);
+    END IF;
+    IF p_rrf_k IS NULL OR p_rrf_k < 1 OR p_rrf_k > 100000 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('rrf_k must be an integer between 1 and 100000, got %s',
+                             coalesce(p_rrf_k::text, 'NULL'));
+    END IF;
+    IF p_vector_weight IS NULL OR p_vector_weight < 0 OR p_vector_weight > 1e6 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format(
+                'vector_weight must be a finite number between 0 and 1000000, got %s',
+                coalesce(p_vector_weight::text, 'NULL'));
+    END IF;
+    IF p_keyword_weight IS NULL OR p_keyword_weight < 0 OR p_keyword_weight > 1e6 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format(
+                'keyword_weight must be a finite number between 0 and 1000000, got %s',
+                coalesce(p_keyword_weight::text, 'NULL'));
+    END IF;
+    IF p_vector_weight = 0 AND p_keyword_weight = 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'vector_weight and keyword_weight are both 0, so every fused score '
+                      'would be 0 and the order arbitrary; give at least one of them a '
+                      'weight above 0';
+    END IF;
+END;
+$$;
+
 -- Fuse two ranked candidate lists (arrays in rank order) into one.
 --   rrf:      score = w_v * (1 / (k + rank_v)) + w_k * (1 / (k + rank_k))
 --   weighted: score = w_v * norm_v + w_k * norm_k, where norm is min-max normalised
 --             within each list (vector: smaller distance is better; a list whose
 --             values are all equal normalises to 1)
 -- A candidate missing from a list contributes 0 for it. Ties break by chunk_id.
+-- The parameters are checked by hybridsearch.check_fusion, p_limit as a TopK.
 -- Scores are computed in double precision and never overflow or underflow: each share
 -- is hybridsearch.fusion_share, the sum is hybridsearch.fusion_sum.
 -- hybridsearch.fusion.fuse in Python is the reference implementation of this function.
@@ -64,24 +115,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql IMMUTABLE SECURITY INVOKER
 AS $$
 BEGIN
-    IF p_method IS NULL OR p_method NOT IN ('rrf', 'weighted') THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('fusion must be rrf or weighted, got %L', p_method);
-    END IF;
-    IF p_rrf_k IS NULL OR p_rrf_k < 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('rrf_k must be >= 0, got %s', coalesce(p_rrf_k::text, 'NULL'));
-    END IF;
-    IF p_vector_weight IS NULL OR p_keyword_weight IS NULL
-       OR p_vector_weight < 0 OR p_keyword_weight < 0
-       OR p_vector_weight = 'NaN' OR p_keyword_weight = 'NaN'
-       OR p_vector_weight = 'Infinity' OR p_keyword_weight = 'Infinity' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'fusion weights must be finite numbers >= 0';
-    END IF;
+    PERFORM hybridsearch.check_fusion(p_method, p_rrf_k, p_vector_weight, p_keyword_weight);
     PERFORM hybridsearch.check_top_k(p_limit);
 
     RETURN QUERY
@@ -103,7 +137,7 @@ BEGIN
                kw.rnk AS k_rank, kw.score AS k_score,
                CASE p_method
                    WHEN 'rrf' THEN hybridsearch.fusion_sum(
-                       -- k + rank in double precision: rrf_k may be up to 2^31 - 1
+                       -- in double precision: 1 / integer would truncate to 0
                        coalesce(hybridsearch.fusion_share(
                            p_vector_weight, 1 / (p_rrf_k::double precision + vec.rnk)), 0),
                        coalesce(hybridsearch.fusion_share(

@@ -40,6 +40,8 @@ DECLARE
 BEGIN
     PERFORM hybridsearch.check_top_k(p_top_k);
     PERFORM hybridsearch.check_filter(p_filter);
+    -- before either leg runs, not after both (fuse_candidates checks them too)
+    PERFORM hybridsearch.check_fusion(p_fusion, p_rrf_k, p_vector_weight, p_keyword_weight);
     IF p_embedding IS NOT NULL THEN
         SELECT array_agg(v.chunk_id ORDER BY v.vector_rank),
                array_agg(v.vector_distance ORDER BY v.vector_rank)

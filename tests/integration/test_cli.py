@@ -150,7 +150,6 @@ def test_search_filter_and_modes(cli_env: dict[str, str], cli_collection: str) -
         (["search", "--collection", "no_such_collection", "x"], "does not exist"),
         (["search", "--collection", "{c}", "--filter", "{oops", "x"], "not valid JSON"),
         (["search", "--collection", "{c}", "   "], "empty"),
-        (["search", "--collection", "{c}", "--top-k", "0", "x"], "top_k"),
         (["search", "--collection", "{c}", "--top-k", "3", "--top-n", "5", "x"], "cannot exceed"),
         (["search", "--collection", "{c}", "?!&|"], "no letters or digits"),
         (["ingest", "--collection", "{c}", "/no/such/path"], "does not exist"),
@@ -166,3 +165,11 @@ def test_errors_are_one_line_without_traceback(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert message in lines[0]
+
+
+def test_a_flag_outside_its_declared_bounds_is_a_usage_error(cli_env: dict[str, str]) -> None:
+    """argparse refuses it before anything connects, saying the bounds (hybridsearch.params)."""
+    done = run_cli(cli_env, "search", "--collection", "docs", "--top-k", "0", "x")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "argument --top-k: top_k must be an integer between 1 and 1000, got 0" in done.stderr

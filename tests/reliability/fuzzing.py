@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
+from hybridsearch.params import RRF_K, VECTOR_WEIGHT
 from tests.reliability import support
 from tests.reliability.support import connect
 
@@ -348,11 +349,15 @@ fusions = mostly(
     st.text(max_size=6),
 )
 rrf_ks = mostly(
-    st.integers(min_value=0, max_value=200),
-    st.sampled_from([None, -1, INT32_MAX, INT32_MAX - 20, INT32_MAX + 1, -(2**31)]),
+    st.integers(min_value=RRF_K.minimum, max_value=200),
+    st.sampled_from(
+        [None, -1, 0, RRF_K.maximum, RRF_K.maximum + 1, INT32_MAX, INT32_MAX + 1, -(2**31)]
+    ),
 )
 weights = mostly(
     st.floats(min_value=0, max_value=10),
     st.floats(),
-    st.sampled_from([None, 0.0, -0.0, 5e-324, 1e-310, 1e308, 1.7976931348623157e308]),
+    st.sampled_from(
+        [None, 0.0, -0.0, 5e-324, 1e-310, VECTOR_WEIGHT.maximum, 1e308, 1.7976931348623157e308]
+    ),
 )

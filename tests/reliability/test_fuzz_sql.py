@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
+from hybridsearch.params import FUSION, KEYWORD_WEIGHT, RRF_K, VECTOR_WEIGHT
 from tests.reliability import fuzzing as fz
 from tests.reliability.fuzzing import CASES, SUCCESSES, FuzzDB, fuzz_settings
 
@@ -214,8 +215,10 @@ def test_sql_search_hybrid(
     text = None if values is None else fz.vector_text(values)
     params = (collection, text, query, top_k, flt, fusion, rrf_k, vector_weight, keyword_weight)
     rows, got = _call(fuzz_db.conn, HYBRID_SQL, params)
-    bad_weight = any(
-        w is None or not math.isfinite(w) or w < 0 for w in (vector_weight, keyword_weight)
+    bad_weight = (
+        not VECTOR_WEIGHT.accepts(vector_weight)
+        or not KEYWORD_WEIGHT.accepts(keyword_weight)
+        or vector_weight == keyword_weight == 0  # every fused score would be 0
     )
     invalid = (
         fz.top_k_invalid(top_k)
@@ -226,9 +229,8 @@ def test_sql_search_hybrid(
             and _existing(collection)
             and fz.degenerate_vector(values, fz.COLLECTIONS[collection])
         )
-        or fusion not in ("rrf", "weighted")
-        or rrf_k is None
-        or rrf_k < 0
+        or not FUSION.accepts(fusion)
+        or not RRF_K.accepts(rrf_k)
         or bad_weight
     )
     allowed = fz.first_layer(
@@ -279,18 +281,18 @@ def test_sql_keyword_long_cjk_run(fuzz_db: FuzzDB) -> None:
 @pytest.mark.parametrize(
     ("fusion", "rrf_k", "weight"),
     [
-        ("rrf", fz.INT32_MAX, 1.0),
+        ("rrf", RRF_K.maximum, 1.0),
         ("rrf", 60, 5e-324),
-        ("rrf", 0, 1.7976931348623157e308),
+        ("rrf", RRF_K.minimum, VECTOR_WEIGHT.maximum),
         ("weighted", 60, 5e-324),
-        ("weighted", 60, 1.7976931348623157e308),
+        ("weighted", 60, VECTOR_WEIGHT.maximum),
     ],
 )
 def test_sql_fusion_extreme_parameters(
     fuzz_db: FuzzDB, fusion: str, rrf_k: int, weight: float
 ) -> None:
-    """rrf_k near 2^31 and subnormal weights give finite scores, not 22003 (k + rank is
-    computed in double precision; tiny shares count as 0)."""
+    """The largest rrf_k, subnormal weights and the largest weight give finite scores, not
+    22003 (k + rank is computed in double precision; tiny shares count as 0)."""
     rows = fuzz_db.conn.execute(
         HYBRID_SQL,
         ("fz", fz.vector_text([1.0] * 8), "postgres", 10, None, fusion, rrf_k, weight, 1.0),

@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from hybridsearch.fusion import fuse
+from hybridsearch.params import RRF_K
 
 # (external id, text, metadata, 3-d embedding)
 ROWS = [
@@ -453,7 +454,7 @@ def test_sql_fusion_matches_python_reference(conn: psycopg.Connection, method: s
             ),
             key=lambda x: -x[1],
         )
-        rrf_k = rng.choice([0, 1, 60])
+        rrf_k = rng.choice([RRF_K.minimum, RRF_K.default, RRF_K.maximum])
         wv, wk = rng.choice([1.0, 0.3, 0.0]), rng.choice([1.0, 0.7])
         limit = rng.randint(1, 40)
         expected = fuse(
