@@ -7,7 +7,6 @@ Per-embedder settings such as ``max_length`` are applied per call, never on the 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,12 +16,8 @@ import numpy.typing as npt
 
 from hybridsearch.errors import EmbeddingError, InvalidInputError, ModelError
 from hybridsearch.models.backend import BackendName, InferenceBackend
-from hybridsearch.models.resolve import (
-    SharedModels,
-    configure_torch_threads,
-    load_failure_message,
-    resolve_model_path,
-)
+from hybridsearch.models.base import ModelRunner, load_sentence_transformers_model
+from hybridsearch.models.resolve import SharedModels
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -35,13 +30,9 @@ def _load(
 ) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(resolved, device=device, local_files_only=local_files_only)
-    model.eval()
-    if backend.is_onnx:
-        from hybridsearch.models.onnx_runtime import use_onnx
-
-        use_onnx(model, backend, resolved)
-    return model
+    return load_sentence_transformers_model(
+        SentenceTransformer, resolved, device, local_files_only, backend
+    )
 
 
 #: One loaded embedding model per (resolved name or path, device, backend), shared by every
@@ -50,7 +41,7 @@ _models: SharedModels[SentenceTransformer] = SharedModels(_load)
 clear_model_cache = _models.clear
 
 
-class Embedder:
+class Embedder(ModelRunner["SentenceTransformer"]):
     """Embeds documents and queries with a sentence-transformers model.
 
     ``query_prompt`` and ``document_prompt`` are prefixes some models were trained with
@@ -78,51 +69,24 @@ class Embedder:
         backend: BackendName | str = "torch",
         onnx_cache_dir: str | Path | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidInputError(f"embedding model must be a non-empty string, got {model!r}")
-        self._backend = InferenceBackend.build(
-            backend,
+        super().__init__(
+            model,
             device=device,
-            threads=torch_threads,
-            cache_dir=onnx_cache_dir,
-            what="embedding backend",
+            batch_size=batch_size,
+            max_length=max_length,
+            torch_threads=torch_threads,
+            backend=backend,
+            onnx_cache_dir=onnx_cache_dir,
         )
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
-        if max_length is not None and max_length < 1:
-            raise InvalidInputError(f"max_length must be positive, got {max_length}")
-        self._model_id = model
-        self._device = device
         self._query_prompt = query_prompt or None
         self._document_prompt = document_prompt or None
-        self._batch_size = batch_size
-        self._max_length = max_length
         self._normalize = normalize
-        self._torch_threads = torch_threads
-        self._model: SentenceTransformer | None = None
-        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"Embedder({self._model_id!r}, device={self._device!r}, backend={self.backend!r})"
+    kind = "embedding model"
+    env_var = ENV_VAR
 
-    @property
-    def model_id(self) -> str:
-        """The model name or path this embedder was created with."""
-        return self._model_id
-
-    @property
-    def device(self) -> str:
-        return self._device
-
-    @property
-    def backend(self) -> BackendName:
-        """The runtime: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
-        return self._backend.name
-
-    @property
-    def loaded(self) -> bool:
-        """Whether :meth:`load` has run: the next embedding will not load weights first."""
-        return self._model is not None
+    def shared(self) -> SharedModels[SentenceTransformer]:
+        return _models
 
     @property
     def dimensions(self) -> int:
@@ -131,26 +95,6 @@ class Embedder:
         if dim is None:
             raise ModelError(f"embedding model {self._model_id!r} does not report a dimension")
         return int(dim)
-
-    def load(self) -> SentenceTransformer:
-        """Load (or fetch from the process cache) the model; failures raise :class:`ModelError`."""
-        if self._model is not None:
-            return self._model
-        with self._lock:
-            if self._model is None:
-                if self._torch_threads is not None:
-                    configure_torch_threads(self._torch_threads)
-                resolved = resolve_model_path(self._model_id)
-                try:
-                    self._model = _models.get(resolved, self._device, self._backend)
-                except ModelError:
-                    raise
-                except Exception as exc:
-                    message = load_failure_message(
-                        "embedding model", self._model_id, resolved, exc, ENV_VAR
-                    )
-                    raise ModelError(message) from exc
-            return self._model
 
     def embed_documents(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Embed ``texts`` with the document prompt; returns float32 of shape (n, dimensions)."""

@@ -8,7 +8,6 @@ failing the request.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -21,12 +20,8 @@ import numpy.typing as npt
 
 from hybridsearch.errors import InvalidInputError, ModelError
 from hybridsearch.models.backend import BackendName, InferenceBackend
-from hybridsearch.models.resolve import (
-    SharedModels,
-    configure_torch_threads,
-    load_failure_message,
-    resolve_model_path,
-)
+from hybridsearch.models.base import ModelRunner, load_sentence_transformers_model
+from hybridsearch.models.resolve import SharedModels
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
@@ -39,12 +34,9 @@ def _load(
 ) -> CrossEncoder:
     from sentence_transformers import CrossEncoder
 
-    model: CrossEncoder = CrossEncoder(resolved, device=device, local_files_only=local_files_only)
-    model.eval()
-    if backend.is_onnx:
-        from hybridsearch.models.onnx_runtime import use_onnx
-
-        use_onnx(model, backend, resolved)
+    model: CrossEncoder = load_sentence_transformers_model(
+        CrossEncoder, resolved, device, local_files_only, backend
+    )
     return model
 
 
@@ -54,7 +46,7 @@ _models: SharedModels[CrossEncoder] = SharedModels(_load)
 clear_model_cache = _models.clear
 
 
-class Reranker:
+class Reranker(ModelRunner["CrossEncoder"]):
     """Scores passages against a query with a sentence-transformers ``CrossEncoder``.
 
     The model loads on first use. A failed load is remembered: later calls raise the same
@@ -76,69 +68,22 @@ class Reranker:
         backend: BackendName | str = "torch",
         onnx_cache_dir: str | Path | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidInputError(f"reranker model must be a non-empty string, got {model!r}")
-        self._backend = InferenceBackend.build(
-            backend,
+        super().__init__(
+            model,
             device=device,
-            threads=torch_threads,
-            cache_dir=onnx_cache_dir,
-            what="reranker backend",
+            batch_size=batch_size,
+            max_length=max_length,
+            torch_threads=torch_threads,
+            backend=backend,
+            onnx_cache_dir=onnx_cache_dir,
         )
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
-        if max_length is not None and max_length < 1:
-            raise InvalidInputError(f"max_length must be positive, got {max_length}")
-        self._model_id = model
-        self._device = device
-        self._batch_size = batch_size
-        self._max_length = max_length
-        self._torch_threads = torch_threads
-        self._model: CrossEncoder | None = None
-        self._load_error: ModelError | None = None
-        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"Reranker({self._model_id!r}, device={self._device!r}, backend={self.backend!r})"
+    kind = "reranker model"
+    env_var = ENV_VAR
+    remember_load_error = True
 
-    @property
-    def model_id(self) -> str:
-        """The model name or path this reranker was created with."""
-        return self._model_id
-
-    @property
-    def backend(self) -> BackendName:
-        """The runtime: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
-        return self._backend.name
-
-    @property
-    def load_error(self) -> ModelError | None:
-        """The error from a failed load, kept so the load is not retried; ``None`` otherwise."""
-        return self._load_error
-
-    def load(self) -> CrossEncoder:
-        """Load (or fetch from the process cache) the model; failures raise :class:`ModelError`."""
-        if self._model is not None:
-            return self._model
-        with self._lock:
-            if self._load_error is not None:
-                raise self._load_error
-            if self._model is None:
-                if self._torch_threads is not None:
-                    configure_torch_threads(self._torch_threads)
-                resolved = resolve_model_path(self._model_id)
-                try:
-                    self._model = _models.get(resolved, self._device, self._backend)
-                except ModelError as exc:
-                    self._load_error = exc
-                    raise
-                except Exception as exc:
-                    message = load_failure_message(
-                        "reranker model", self._model_id, resolved, exc, ENV_VAR
-                    )
-                    self._load_error = ModelError(message)
-                    raise self._load_error from exc
-            return self._model
+    def shared(self) -> SharedModels[CrossEncoder]:
+        return _models
 
     def score(self, query: str, passages: Sequence[str]) -> npt.NDArray[np.float32]:
         """One relevance score per passage (higher is more relevant), as float32 of shape (n,)."""
