@@ -1,9 +1,15 @@
-"""The asyncio service API: :class:`AsyncHybridSearch`, the twin of :class:`HybridSearch`.
+"""The Python service API: one object that owns the pool, the models and the settings.
 
-The database is reached with psycopg's async pool; model inference (embedding, chunking,
-reranking) runs in worker threads so the event loop keeps serving. Validation, SQL and
-row → result mapping are the sync modules' own (``collections``, ``ingest``, ``search``,
-``embedding_cache``, ``tenancy``), awaited here and in :mod:`hybridsearch.db.aio`.
+One implementation, two doors: :class:`AsyncHybridSearch` in ``hybridsearch/aio.py`` is
+the source, and :class:`HybridSearch` in ``hybridsearch/client.py`` is generated from it
+by ``tools/async_to_sync.py`` (awaits dropped, ``asyncio.to_thread(f, x)`` turned into
+``f(x)``, the async pool and connections into sync ones). Both run the same steps in the
+same order and raise the same errors, a saturated pool included.
+
+A search checks a pooled connection out only for its SQL: the query is embedded and the
+candidates reranked with no connection held (see :mod:`hybridsearch.search`). Model
+inference and chunking run in worker threads in the async client, so the event loop
+keeps serving.
 """
 
 from __future__ import annotations
@@ -16,70 +22,112 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from hybridsearch import collections as collections_db
-from hybridsearch import ingest
-from hybridsearch import search as search_db
-from hybridsearch.collections import Collection, CollectionSettings, CollectionStats, Distance
+from hybridsearch.collections import (
+    Collection,
+    CollectionSettings,
+    CollectionStats,
+    Distance,
+    validate_name,
+)
 from hybridsearch.config import Settings
-from hybridsearch.db import aio as db
-from hybridsearch.db import migrate
-from hybridsearch.db.connection import database_url
-from hybridsearch.errors import SchemaNotInstalledError, from_database_error
-from hybridsearch.ingest import Document, IngestReport
+from hybridsearch.db import connection_async, migrate, store_async
+from hybridsearch.db.connection_async import AsyncPool, checkout
+from hybridsearch.errors import SchemaNotInstalledError
+from hybridsearch.ingest import Document, IngestReport, check_dimensions
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
-from hybridsearch.search import SearchResult
-from hybridsearch.search_input import Mode, check_embedding, validate_options
+from hybridsearch.search import (
+    SearchResult,
+    StageTimer,
+    needs_load,
+    rerank_candidates,
+    search_result,
+)
+from hybridsearch.search_input import Mode, SearchOptions, check_embedding, validate_options
+
+
+def _prepare(settings: Settings, migrate_schema: bool | None) -> str:
+    """The database URL, with the schema installed or upgraded where that is asked for
+    (by default for the embedded server only): an external database must be migrated
+    with ``hybridsearch db upgrade`` first."""
+    url = connection_async.database_url(settings)
+    embedded = settings.database_url is None
+    if migrate_schema if migrate_schema is not None else embedded:
+        migrate.upgrade(url)
+    elif migrate.current_revision(url) is None:
+        raise SchemaNotInstalledError(
+            "the hybridsearch schema is not installed in this database; "
+            "run `hybridsearch db upgrade` first"
+        )
+    return url
 
 
 class AsyncHybridSearch:
-    """Hybrid search over one PostgreSQL database, for asyncio applications.
+    """Hybrid search over one PostgreSQL database.
 
-    Open it with ``async with await AsyncHybridSearch.open(settings) as hs:``; every method
-    of :class:`HybridSearch` is here as a coroutine with the same arguments and results.
+    It opens the database named by the settings (the embedded server by default) and, for
+    the embedded server, installs or upgrades the schema. Use it as a context manager: the
+    end of the block closes its connection pool.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        url: str,
-        pool: AsyncConnectionPool[db.AsyncConnection],
-        reranker: Reranker | None,
-    ) -> None:
-        self.settings = settings
-        self.url = url
-        self.reranker = reranker
-        self._pool = pool
-        self._embedders: dict[tuple[str, str | None, str | None], Embedder] = {}
+    settings: Settings
+    url: str
+    reranker: Reranker | None
+    _pool: AsyncPool
+    _embedders: dict[tuple[str, str | None, str | None], Embedder]
 
-    @classmethod
-    async def open(
-        cls,
-        settings: Settings | None = None,
-        *,
-        reranker: Reranker | str | None = None,
-        migrate_schema: bool | None = None,
-    ) -> AsyncHybridSearch:
-        """Connect as :class:`HybridSearch` does (the embedded server is migrated)."""
-        settings = settings or Settings.from_env()
-        url = await asyncio.to_thread(database_url, settings)
-        embedded = settings.database_url is None
-        if migrate_schema if migrate_schema is not None else embedded:
-            await asyncio.to_thread(migrate.upgrade, url)
-        elif await asyncio.to_thread(migrate.current_revision, url) is None:
-            raise SchemaNotInstalledError(
-                "the hybridsearch schema is not installed in this database; "
-                "run `hybridsearch db upgrade` first"
+    if True:  # ASYNC
+
+        def __init__(
+            self, settings: Settings, url: str, pool: AsyncPool, reranker: Reranker | None
+        ) -> None:
+            """Use :meth:`open`, which connects, rather than this."""
+            self.settings = settings
+            self.url = url
+            self.reranker = reranker
+            self._pool = pool
+            self._embedders = {}
+
+        @classmethod
+        async def open(
+            cls,
+            settings: Settings | None = None,
+            *,
+            reranker: Reranker | str | None = None,
+            migrate_schema: bool | None = None,
+        ) -> AsyncHybridSearch:
+            """Connect: ``async with await AsyncHybridSearch.open(settings) as hs:``."""
+            settings = settings or Settings.from_env()
+            reranker = reranker if reranker is not None else settings.reranker_model
+            if isinstance(reranker, str):
+                reranker = configured_reranker(reranker, settings)
+            url = await asyncio.to_thread(_prepare, settings, migrate_schema)
+            pool = await connection_async.open_pool(
+                url, max_size=settings.pool_size, timeout_s=settings.pool_timeout_ms / 1000
             )
-        reranker = reranker if reranker is not None else settings.reranker_model
-        if isinstance(reranker, str):
-            reranker = configured_reranker(reranker, settings)
-        return cls(settings, url, await db.open_async_pool(url), reranker)
+            return cls(settings, url, pool, reranker)
+
+    else:
+
+        def __init__(
+            self,
+            settings: Settings | None = None,
+            *,
+            reranker: Reranker | str | None = None,
+            migrate_schema: bool | None = None,
+        ) -> None:
+            self.settings = settings = settings or Settings.from_env()
+            reranker = reranker if reranker is not None else settings.reranker_model
+            if isinstance(reranker, str):
+                reranker = configured_reranker(reranker, settings)
+            self.reranker = reranker
+            self.url = _prepare(settings, migrate_schema)
+            self._pool = connection_async.open_pool(
+                self.url, max_size=settings.pool_size, timeout_s=settings.pool_timeout_ms / 1000
+            )
+            self._embedders = {}
 
     async def close(self) -> None:
         await self._pool.close()
@@ -122,70 +170,51 @@ class AsyncHybridSearch:
         bm25_b: float = 0.75,
     ) -> Collection:
         """Create a collection; its dimension is read from the embedding model."""
-        collections_db.validate_name(name)
+        validate_name(name)
         settings = settings or CollectionSettings()
+        model = model or self.settings.embedding_model
         probe = configured_embedder(
-            model or self.settings.embedding_model,
+            model,
             self.settings,
             query_prompt=settings.query_prompt,
             document_prompt=settings.document_prompt,
         )
-        dimensions = await asyncio.to_thread(lambda: probe.dimensions)
-        arguments = collections_db.create_arguments(
-            name,
-            embedding_model=probe.model_id,
-            dimensions=dimensions,
-            distance=distance,
-            analyzer=analyzer,
-            settings=settings,
-            bm25_k1=bm25_k1,
-            bm25_b=bm25_b,
-        )
-        async with self._pool.connection() as conn:
-            try:
-                async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(collections_db.CREATE_COLLECTION_SQL, arguments)
-                    row = await cur.fetchone()
-            except psycopg.errors.UniqueViolation:
-                raise collections_db.exists_error(name) from None
-            except psycopg.Error as exc:
-                raise from_database_error(exc, f"creating collection {name!r}") from exc
-        assert row is not None
-        return collections_db.collection_from_row(row)
+        await asyncio.to_thread(probe.load)
+        async with checkout(self._pool) as conn:
+            return await store_async.create_collection(
+                conn,
+                name,
+                embedding_model=model,
+                dimensions=probe.dimensions,
+                distance=distance,
+                analyzer=analyzer,
+                settings=settings,
+                bm25_k1=bm25_k1,
+                bm25_b=bm25_b,
+            )
 
     async def get_collection(self, name: str) -> Collection:
-        collections_db.check_lookup_name(name)
-        row = await self._fetch_one(collections_db.GET_COLLECTION_SQL, (name,))
-        if row is None:
-            raise collections_db.not_found_error(name)
-        return collections_db.collection_from_row(row)
+        async with checkout(self._pool) as conn:
+            return await store_async.get_collection(conn, name)
 
     async def list_collections(self) -> list[CollectionStats]:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(collections_db.LIST_COLLECTIONS_SQL)
-            return [collections_db.stats_from_row(r) for r in await cur.fetchall()]
+        async with checkout(self._pool) as conn:
+            return await store_async.list_collections(conn)
 
     async def update_collection_settings(self, name: str, **changes: Any) -> Collection:
-        """Change a collection's defaults, e.g. ``fusion="weighted", vector_weight=0.7``."""
-        updated = replace((await self.get_collection(name)).settings, **changes)
-        params = (psycopg.types.json.Jsonb(updated.to_json()), name)
-        row = await self._fetch_one(collections_db.UPDATE_SETTINGS_SQL, params)
-        if row is None:
-            raise collections_db.not_found_error(name)
-        return collections_db.collection_from_row(row)
+        """Change a collection's defaults, e.g. ``fusion="weighted", vector_weight=0.7``.
+
+        Chunking and prompt changes apply to documents added afterwards (changed
+        documents are re-chunked on their next ingest).
+        """
+        current = await self.get_collection(name)
+        updated = replace(current.settings, **changes)
+        async with checkout(self._pool) as conn:
+            return await store_async.update_settings(conn, name, updated)
 
     async def drop_collection(self, name: str) -> bool:
-        collections_db.check_lookup_name(name)
-        async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(collections_db.DROP_COLLECTION_SQL, (name,))
-            row = await cur.fetchone()
-        assert row is not None
-        return bool(row[0])
-
-    async def _fetch_one(self, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(sql, params)
-            return await cur.fetchone()
+        async with checkout(self._pool) as conn:
+            return await store_async.drop_collection(conn, name)
 
     # -- documents -----------------------------------------------------------------------
 
@@ -201,54 +230,37 @@ class AsyncHybridSearch:
     ) -> IngestReport:
         """Add or replace documents; one transaction per batch, unchanged ones skipped.
 
-        ``bulk`` defers the collection's search indexes to the end of the load, as in
-        :meth:`hybridsearch.HybridSearch.add_documents`.
+        ``tenant`` owns the documents when one collection serves many tenants. ``bulk``
+        drops the collection's search indexes for the load and builds them once at the
+        end (see :mod:`hybridsearch.bulk`): much faster for a load that is large next to
+        what the collection holds; searches of it fall back to exact scans meanwhile.
         """
         target = await self.get_collection(collection)
         embedder = self.embedder(target)
-        await asyncio.to_thread(ingest.check_dimensions, embedder, target)
-        report = IngestReport()
-        action = f"ingest into {target.name!r}"
+        # A model that cannot load must fail before the indexes are dropped, not after.
+        await asyncio.to_thread(check_dimensions, embedder, target)
         async with (
-            self._pool.connection() as conn,
-            db.deferred_indexes(conn, target) if bulk else nullcontext(),
+            checkout(self._pool) as conn,
+            store_async.deferred_indexes(conn, target) if bulk else nullcontext(),
         ):
-            for batch in ingest.batches(documents, batch_size):
-                latest = ingest.latest_by_id(batch, self.settings.max_document_chars)
-                try:
-                    stored = await db.stored_hashes(conn, target, list(latest), tenant)
-                except psycopg.Error as exc:
-                    raise from_database_error(exc, action) from exc
-                prepared, unchanged = await asyncio.to_thread(
-                    ingest.plan_batch, latest, stored, target
-                )
-                report.unchanged += unchanged
-                if prepared:
-                    texts = [text for p in prepared for text in p.chunks]
-                    try:
-                        embeddings, computed = await db.embed_with_cache(
-                            conn, embedder, texts, document_prompt=target.settings.document_prompt
-                        )
-                        added, updated = await db.write_documents(
-                            conn, target, prepared, embeddings, tenant
-                        )
-                    except psycopg.Error as exc:
-                        raise from_database_error(exc, action) from exc
-                    report.added += added
-                    report.updated += updated
-                    report.chunks += len(texts)
-                    report.embedded += computed
-                if on_progress is not None:
-                    on_progress(len(batch))
-        return report
+            return await store_async.ingest_documents(
+                conn,
+                target,
+                embedder,
+                documents,
+                batch_size=batch_size,
+                max_document_chars=self.settings.max_document_chars,
+                on_progress=on_progress,
+                tenant=tenant,
+            )
 
     async def delete_documents(
         self, collection: str, ids: Sequence[str], *, tenant: str = ""
     ) -> int:
         """Delete a tenant's documents (and their chunks) by id; how many existed."""
         target = await self.get_collection(collection)
-        async with self._pool.connection() as conn:
-            return await db.delete_documents(conn, target, ids, tenant)
+        async with checkout(self._pool) as conn:
+            return await store_async.delete_documents(conn, target, ids, tenant)
 
     # -- search --------------------------------------------------------------------------
 
@@ -269,7 +281,11 @@ class AsyncHybridSearch:
         query_embedding: np.ndarray | None = None,
         tenant: str | None = None,
     ) -> SearchResult:
-        """TopN for ``query`` with every stage's ranks, scores and timings."""
+        """TopN for ``query`` with every stage's ranks, scores, snippets and timings.
+
+        ``query_embedding`` skips embedding the query (it must match the collection).
+        ``tenant`` restricts the search to one tenant's documents.
+        """
         target = await self.get_collection(collection)
         options = validate_options(
             target,
@@ -285,36 +301,47 @@ class AsyncHybridSearch:
             max_query_chars=self.settings.max_query_chars,
             tenant=tenant,
         )
-        timer = search_db.StageTimer()
-        embedding = None
-        embedder = self.embedder(target)
-        if search_db.needs_load(options, embedder, query_embedding):
-            with timer.stage("load"):
-                await asyncio.to_thread(embedder.load)
-        with timer.stage("embed"):
-            if options.mode != "keyword":
-                if query_embedding is None:
-                    vector = await asyncio.to_thread(embedder.embed_query, options.query)
-                else:
-                    vector = query_embedding
-                embedding = check_embedding(vector, target)
-        async with self._pool.connection() as conn:
+        timer = StageTimer()
+        embedding = await self._embed_query(target, options, query_embedding, timer)
+        async with checkout(self._pool) as conn:
             with timer.stage("candidates"):
-                candidates = await db.fetch_candidates(
+                candidates = await store_async.fetch_candidates(
                     conn,
                     target,
                     options,
                     embedding,
                     statement_timeout_ms=self.settings.statement_timeout_ms,
                 )
-            with timer.stage("rerank"):
-                top, reranked, note = await asyncio.to_thread(
-                    search_db.rerank_candidates,
-                    candidates,
-                    options,
-                    self.reranker,
-                    rerank,
-                    self.settings.rerank_timeout_s,
-                )
-            top = await db.add_snippets(conn, target, options.query, top)
-        return search_db.search_result(options, candidates, top, reranked, note, timer)
+        with timer.stage("rerank"):
+            top, reranked, note = await asyncio.to_thread(
+                rerank_candidates,
+                candidates,
+                options,
+                self.reranker,
+                rerank,
+                self.settings.rerank_timeout_s,
+            )
+        if top:
+            async with checkout(self._pool) as conn:
+                top = await store_async.add_snippets(conn, target, options.query, top)
+        return search_result(options, candidates, top, reranked, note, timer)
+
+    async def _embed_query(
+        self,
+        target: Collection,
+        options: SearchOptions,
+        query_embedding: np.ndarray | None,
+        timer: StageTimer,
+    ) -> np.ndarray | None:
+        """The query's vector (None for a keyword search), timed as "embed", after a
+        "load" stage when the model is not loaded yet."""
+        embedder = self.embedder(target)
+        if needs_load(options, embedder, query_embedding):
+            with timer.stage("load"):
+                await asyncio.to_thread(embedder.load)
+        with timer.stage("embed"):
+            if options.mode == "keyword":
+                return None
+            if query_embedding is None:
+                query_embedding = await asyncio.to_thread(embedder.embed_query, options.query)
+            return check_embedding(query_embedding, target)

@@ -1,45 +1,83 @@
-"""The Python service API: one object that owns the pool, the models and the settings."""
+# WARNING: generated from hybridsearch/aio.py by tools/async_to_sync.py.
+# DO NOT EDIT: change the source and run `python tools/async_to_sync.py`.
+"""The Python service API: one object that owns the pool, the models and the settings.
+
+One implementation, two doors: :class:`AsyncHybridSearch` in ``hybridsearch/aio.py`` is
+the source, and :class:`HybridSearch` in ``hybridsearch/client.py`` is generated from it
+by ``tools/async_to_sync.py`` (awaits dropped, ``asyncio.to_thread(f, x)`` turned into
+``f(x)``, the async pool and connections into sync ones). Both run the same steps in the
+same order and raise the same errors, a saturated pool included.
+
+A search checks a pooled connection out only for its SQL: the query is embedded and the
+candidates reranked with no connection held (see :mod:`hybridsearch.search`). Model
+inference and chunking run in worker threads in the async client, so the event loop
+keeps serving.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-import psycopg
-from psycopg_pool import PoolTimeout
 
-from hybridsearch import collections as collections_db
-from hybridsearch.bulk import deferred_indexes
-from hybridsearch.collections import Collection, CollectionSettings, CollectionStats, Distance
-from hybridsearch.config import Settings
-from hybridsearch.db import migrate
-from hybridsearch.db.connection import database_url, open_pool
-from hybridsearch.errors import DatabaseError, SchemaNotInstalledError
-from hybridsearch.ingest import (
-    Document,
-    IngestReport,
-    check_dimensions,
-    delete_documents,
-    ingest_documents,
+from hybridsearch.collections import (
+    Collection,
+    CollectionSettings,
+    CollectionStats,
+    Distance,
+    validate_name,
 )
+from hybridsearch.config import Settings
+from hybridsearch.db import connection, migrate, store
+from hybridsearch.db.connection import Pool, checkout
+from hybridsearch.errors import SchemaNotInstalledError
+from hybridsearch.ingest import Document, IngestReport, check_dimensions
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
-from hybridsearch.search import SearchResult, run_search
-from hybridsearch.search_input import Mode, validate_options
+from hybridsearch.search import (
+    SearchResult,
+    StageTimer,
+    needs_load,
+    rerank_candidates,
+    search_result,
+)
+from hybridsearch.search_input import Mode, SearchOptions, check_embedding, validate_options
+
+
+def _prepare(settings: Settings, migrate_schema: bool | None) -> str:
+    """The database URL, with the schema installed or upgraded where that is asked for
+    (by default for the embedded server only): an external database must be migrated
+    with ``hybridsearch db upgrade`` first."""
+    url = connection.database_url(settings)
+    embedded = settings.database_url is None
+    if migrate_schema if migrate_schema is not None else embedded:
+        migrate.upgrade(url)
+    elif migrate.current_revision(url) is None:
+        raise SchemaNotInstalledError(
+            "the hybridsearch schema is not installed in this database; "
+            "run `hybridsearch db upgrade` first"
+        )
+    return url
 
 
 class HybridSearch:
     """Hybrid search over one PostgreSQL database.
 
-    ``HybridSearch()`` opens the database named by the settings (the embedded server by
-    default) and, for the embedded server, installs or upgrades the schema. An external
-    database must be migrated with ``hybridsearch db upgrade`` first.
+    It opens the database named by the settings (the embedded server by default) and, for
+    the embedded server, installs or upgrades the schema. Use it as a context manager: the
+    end of the block closes its connection pool.
     """
+
+    settings: Settings
+    url: str
+    reranker: Reranker | None
+    _pool: Pool
+    _embedders: dict[tuple[str, str | None, str | None], Embedder]
 
     def __init__(
         self,
@@ -48,26 +86,16 @@ class HybridSearch:
         reranker: Reranker | str | None = None,
         migrate_schema: bool | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env()
-        self.url = database_url(self.settings)
-        embedded = self.settings.database_url is None
-        if migrate_schema if migrate_schema is not None else embedded:
-            migrate.upgrade(self.url)
-        elif migrate.current_revision(self.url) is None:
-            raise SchemaNotInstalledError(
-                "the hybridsearch schema is not installed in this database; "
-                "run `hybridsearch db upgrade` first"
-            )
-        self._pool = open_pool(
-            self.url,
-            max_size=self.settings.pool_size,
-            timeout_s=self.settings.pool_timeout_ms / 1000,
+        self.settings = settings = settings or Settings.from_env()
+        reranker = reranker if reranker is not None else settings.reranker_model
+        if isinstance(reranker, str):
+            reranker = configured_reranker(reranker, settings)
+        self.reranker = reranker
+        self.url = _prepare(settings, migrate_schema)
+        self._pool = connection.open_pool(
+            self.url, max_size=settings.pool_size, timeout_s=settings.pool_timeout_ms / 1000
         )
-        self._embedders: dict[tuple[str, str | None, str | None], Embedder] = {}
-        reranker = reranker if reranker is not None else self.settings.reranker_model
-        self.reranker = self._make_reranker(reranker) if isinstance(reranker, str) else reranker
-
-    # -- lifecycle -----------------------------------------------------------------------
+        self._embedders = {}
 
     def close(self) -> None:
         self._pool.close()
@@ -82,23 +110,6 @@ class HybridSearch:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection, or a DatabaseError when none frees up in time."""
-        try:
-            with self._pool.connection() as conn:
-                yield conn
-        except PoolTimeout:
-            raise DatabaseError(
-                f"connection pool exhausted: all {self._pool.max_size} connections stayed busy "
-                f"for {self._pool.timeout:g} s; raise HYBRIDSEARCH_POOL_SIZE or retry later"
-            ) from None
-
-    # -- models --------------------------------------------------------------------------
-
-    def _make_reranker(self, model: str) -> Reranker:
-        return configured_reranker(model, self.settings)
 
     def embedder(self, collection: Collection) -> Embedder:
         """The (shared) query/document embedder for a collection's model and prompts."""
@@ -127,7 +138,7 @@ class HybridSearch:
         bm25_b: float = 0.75,
     ) -> Collection:
         """Create a collection; its dimension is read from the embedding model."""
-        collections_db.validate_name(name)
+        validate_name(name)
         settings = settings or CollectionSettings()
         model = model or self.settings.embedding_model
         probe = configured_embedder(
@@ -136,8 +147,9 @@ class HybridSearch:
             query_prompt=settings.query_prompt,
             document_prompt=settings.document_prompt,
         )
-        with self._connection() as conn:
-            return collections_db.create_collection(
+        probe.load()
+        with checkout(self._pool) as conn:
+            return store.create_collection(
                 conn,
                 name,
                 embedding_model=model,
@@ -150,12 +162,12 @@ class HybridSearch:
             )
 
     def get_collection(self, name: str) -> Collection:
-        with self._connection() as conn:
-            return collections_db.get_collection(conn, name)
+        with checkout(self._pool) as conn:
+            return store.get_collection(conn, name)
 
     def list_collections(self) -> list[CollectionStats]:
-        with self._connection() as conn:
-            return collections_db.list_collections(conn)
+        with checkout(self._pool) as conn:
+            return store.list_collections(conn)
 
     def update_collection_settings(self, name: str, **changes: Any) -> Collection:
         """Change a collection's defaults, e.g. ``fusion="weighted", vector_weight=0.7``.
@@ -163,14 +175,14 @@ class HybridSearch:
         Chunking and prompt changes apply to documents added afterwards (changed
         documents are re-chunked on their next ingest).
         """
-        current = self.get_collection(name).settings
-        updated = replace(current, **changes)
-        with self._connection() as conn:
-            return collections_db.update_settings(conn, name, updated)
+        current = self.get_collection(name)
+        updated = replace(current.settings, **changes)
+        with checkout(self._pool) as conn:
+            return store.update_settings(conn, name, updated)
 
     def drop_collection(self, name: str) -> bool:
-        with self._connection() as conn:
-            return collections_db.drop_collection(conn, name)
+        with checkout(self._pool) as conn:
+            return store.drop_collection(conn, name)
 
     # -- documents -----------------------------------------------------------------------
 
@@ -195,8 +207,11 @@ class HybridSearch:
         embedder = self.embedder(target)
         # A model that cannot load must fail before the indexes are dropped, not after.
         check_dimensions(embedder, target)
-        with self._connection() as conn, deferred_indexes(conn, target) if bulk else nullcontext():
-            return ingest_documents(
+        with (
+            checkout(self._pool) as conn,
+            store.deferred_indexes(conn, target) if bulk else nullcontext(),
+        ):
+            return store.ingest_documents(
                 conn,
                 target,
                 embedder,
@@ -208,9 +223,10 @@ class HybridSearch:
             )
 
     def delete_documents(self, collection: str, ids: Sequence[str], *, tenant: str = "") -> int:
+        """Delete a tenant's documents (and their chunks) by id; how many existed."""
         target = self.get_collection(collection)
-        with self._connection() as conn:
-            return delete_documents(conn, target, ids, tenant)
+        with checkout(self._pool) as conn:
+            return store.delete_documents(conn, target, ids, tenant)
 
     # -- search --------------------------------------------------------------------------
 
@@ -231,7 +247,7 @@ class HybridSearch:
         query_embedding: np.ndarray | None = None,
         tenant: str | None = None,
     ) -> SearchResult:
-        """TopN for ``query`` with every stage's ranks, scores and timings.
+        """TopN for ``query`` with every stage's ranks, scores, snippets and timings.
 
         ``query_embedding`` skips embedding the query (it must match the collection).
         ``tenant`` restricts the search to one tenant's documents.
@@ -251,15 +267,45 @@ class HybridSearch:
             max_query_chars=self.settings.max_query_chars,
             tenant=tenant,
         )
-        with self._connection() as conn:
-            return run_search(
+        timer = StageTimer()
+        embedding = self._embed_query(target, options, query_embedding, timer)
+        with checkout(self._pool) as conn, timer.stage("candidates"):
+            candidates = store.fetch_candidates(
                 conn,
                 target,
                 options,
-                embedder=self.embedder(target),
-                query_embedding=query_embedding,
-                reranker=self.reranker,
-                rerank=rerank,
+                embedding,
                 statement_timeout_ms=self.settings.statement_timeout_ms,
-                rerank_timeout_s=self.settings.rerank_timeout_s,
             )
+        with timer.stage("rerank"):
+            top, reranked, note = rerank_candidates(
+                candidates,
+                options,
+                self.reranker,
+                rerank,
+                self.settings.rerank_timeout_s,
+            )
+        if top:
+            with checkout(self._pool) as conn:
+                top = store.add_snippets(conn, target, options.query, top)
+        return search_result(options, candidates, top, reranked, note, timer)
+
+    def _embed_query(
+        self,
+        target: Collection,
+        options: SearchOptions,
+        query_embedding: np.ndarray | None,
+        timer: StageTimer,
+    ) -> np.ndarray | None:
+        """The query's vector (None for a keyword search), timed as "embed", after a
+        "load" stage when the model is not loaded yet."""
+        embedder = self.embedder(target)
+        if needs_load(options, embedder, query_embedding):
+            with timer.stage("load"):
+                embedder.load()
+        with timer.stage("embed"):
+            if options.mode == "keyword":
+                return None
+            if query_embedding is None:
+                query_embedding = embedder.embed_query(options.query)
+            return check_embedding(query_embedding, target)

@@ -2,7 +2,8 @@
 
 Ingest asks the cache first and embeds only the texts it has never seen with this
 model and document prompt, in any collection. The cache lives in the database, next
-to the chunks, so there is still no second store.
+to the chunks, so there is still no second store. The lookup and insert run in
+:func:`hybridsearch.db.store.embed_with_cache`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 
 from hybridsearch.errors import EmbeddingError
 from hybridsearch.models.embedder import Embedder
 
-# SQL shared by embed_with_cache and hybridsearch.aio.
+# SQL run by hybridsearch.db.store.embed_with_cache.
 SELECT_CACHED_SQL = (
     "SELECT text_hash, embedding FROM hybridsearch.embedding_cache"
     " WHERE model_key = %s AND text_hash = ANY(%s)"
@@ -57,28 +57,3 @@ def check_fresh(fresh: npt.NDArray[np.float32], embedder: Embedder, count: int) 
             f"embedder {embedder.model_id!r} returned vectors of shape {fresh.shape} for "
             f"{count} texts, expected ({count}, {embedder.dimensions}) finite values"
         )
-
-
-def embed_with_cache(
-    conn: psycopg.Connection,
-    embedder: Embedder,
-    texts: Sequence[str],
-    *,
-    document_prompt: str | None,
-) -> tuple[npt.NDArray[np.float32], int]:
-    """Embeddings of ``texts`` in order, and how many had to be computed."""
-    key = model_key(embedder, document_prompt)
-    hashes = [text_hash(t) for t in texts]
-    rows = conn.execute(SELECT_CACHED_SQL, (key, list(set(hashes)))).fetchall()
-    cached = cached_vectors(rows)
-    missing = missing_texts(hashes, texts, cached)
-    if missing:
-        fresh = embedder.embed_documents([t for _, t in missing])
-        check_fresh(fresh, embedder, len(missing))
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                INSERT_CACHED_SQL, [(key, h, fresh[i]) for i, (h, _) in enumerate(missing)]
-            )
-        for i, (h, _) in enumerate(missing):
-            cached[h] = fresh[i]
-    return np.stack([cached[h] for h in hashes]), len(missing)

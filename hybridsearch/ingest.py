@@ -3,32 +3,32 @@
 Each batch is one transaction: a document and its chunks become visible together or
 not at all, and a changed document's old chunks are replaced atomically. A document
 whose content hash is unchanged is skipped before anything is embedded.
+
+This module holds the documents, their validation, hashing, chunking plan and SQL;
+:func:`hybridsearch.db.store.ingest_documents` runs them on a connection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
 import numpy as np
-import psycopg
 from psycopg.types.json import Jsonb
 
 from hybridsearch.collections import Collection
-from hybridsearch.embedding_cache import embed_with_cache
-from hybridsearch.errors import DocumentError, EmbeddingError, from_database_error
+from hybridsearch.errors import DocumentError, EmbeddingError
 from hybridsearch.models.embedder import Embedder
-from hybridsearch.tenancy import set_tenant
 from hybridsearch.text.chunking import chunk_text
 
 # Bumped whenever chunking changes in a way that should re-chunk stored documents.
 CHUNKER_VERSION = 1
 
-# SQL shared by the sync functions below and hybridsearch.aio.
+# SQL run by hybridsearch.db.store (written once in store_async.py).
 STORED_HASHES_SQL = (
     "SELECT external_id, content_hash FROM hybridsearch.documents"
     " WHERE collection_id = %s AND tenant_id = %s AND external_id = ANY(%s)"
@@ -228,123 +228,3 @@ def staging_rows(
         for ordinal, text in enumerate(p.chunks):
             yield (document_ids[p.document.id], ordinal, text, metadata, embeddings[row])
             row += 1
-
-
-def _stored_hashes(
-    conn: psycopg.Connection, collection: Collection, ids: list[str], tenant: str
-) -> dict[str, str]:
-    with conn.transaction():
-        set_tenant(conn, tenant)
-        rows = conn.execute(STORED_HASHES_SQL, (collection.collection_id, tenant, ids)).fetchall()
-    return {external_id: digest for external_id, digest in rows}
-
-
-def _write(
-    conn: psycopg.Connection,
-    collection: Collection,
-    prepared: Sequence[PreparedDocument],
-    embeddings: np.ndarray,
-    tenant: str,
-) -> tuple[int, int]:
-    """Upsert documents and replace their chunks in one transaction; (added, updated)."""
-    with conn.transaction(), conn.cursor() as cur:
-        set_tenant(conn, tenant)
-        rows = cur.execute(
-            UPSERT_DOCUMENTS_SQL, upsert_params(collection, prepared, tenant)
-        ).fetchall()
-        document_ids = {external_id: document_id for external_id, document_id, _ in rows}
-        replaced = [document_id for _, document_id, inserted in rows if not inserted]
-        if replaced:
-            cur.execute(DELETE_CHUNKS_SQL, (collection.collection_id, replaced))
-        cur.execute(CREATE_STAGING_SQL)
-        with cur.copy(COPY_STAGING_SQL) as copy:
-            copy.set_types(STAGING_TYPES)
-            for row in staging_rows(prepared, document_ids, embeddings):
-                copy.write_row(row)
-        cur.execute(INSERT_CHUNKS_SQL, (collection.collection_id, tenant, collection.analyzer))
-    return len(rows) - len(replaced), len(replaced)
-
-
-def ingest_documents(
-    conn: psycopg.Connection,
-    collection: Collection,
-    embedder: Embedder,
-    documents: Iterable[Document],
-    *,
-    batch_size: int = 64,
-    max_document_chars: int = 2_000_000,
-    on_progress: Callable[[int], None] | None = None,
-    tenant: str = "",
-) -> IngestReport:
-    """Add or replace documents; unchanged documents are skipped without embedding.
-
-    ``tenant`` owns the documents in a multi-tenant collection (see hybridsearch.tenancy).
-    """
-    check_dimensions(embedder, collection)
-    report = IngestReport()
-    settings = collection.settings
-    for batch in batches(documents, batch_size):
-        latest = latest_by_id(batch, max_document_chars)
-        try:
-            stored = _stored_hashes(conn, collection, list(latest), tenant)
-        except psycopg.Error as exc:
-            raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
-        prepared, unchanged = plan_batch(latest, stored, collection)
-        report.unchanged += unchanged
-        if prepared:
-            texts = [text for p in prepared for text in p.chunks]
-            try:
-                embeddings, computed = embed_with_cache(
-                    conn, embedder, texts, document_prompt=settings.document_prompt
-                )
-                added, updated = _write(conn, collection, prepared, embeddings, tenant)
-            except psycopg.Error as exc:
-                raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
-            report.added += added
-            report.updated += updated
-            report.chunks += len(texts)
-            report.embedded += computed
-        if on_progress is not None:
-            on_progress(len(batch))
-    return report
-
-
-def ingest_embedded(
-    conn: psycopg.Connection,
-    collection: Collection,
-    prepared: Sequence[PreparedDocument],
-    embeddings: np.ndarray,
-    *,
-    tenant: str = "",
-) -> IngestReport:
-    """Write documents whose chunks the caller has already embedded, in one transaction.
-
-    The write of :func:`ingest_documents` (upsert, COPY BINARY into staging, INSERT with
-    the analyzer) for bulk loads and benchmarks that bring their own vectors; nothing is
-    chunked, embedded or skipped by hash here. ``embeddings`` has one row per chunk, in
-    document then chunk order.
-    """
-    total = sum(len(p.chunks) for p in prepared)
-    if embeddings.shape != (total, collection.dimensions):
-        raise EmbeddingError(
-            f"expected embeddings of shape ({total}, {collection.dimensions}) for "
-            f"{total} chunks in {collection.name!r}, got {embeddings.shape}"
-        )
-    try:
-        added, updated = _write(conn, collection, prepared, embeddings, tenant)
-    except psycopg.Error as exc:
-        raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
-    return IngestReport(added=added, updated=updated, chunks=total)
-
-
-def delete_documents(
-    conn: psycopg.Connection, collection: Collection, ids: Sequence[str], tenant: str = ""
-) -> int:
-    """Delete a tenant's documents (and their chunks) by external id; how many existed."""
-    try:
-        with conn.transaction():
-            set_tenant(conn, tenant)
-            cur = conn.execute(DELETE_DOCUMENTS_SQL, (collection.collection_id, tenant, list(ids)))
-    except psycopg.Error as exc:
-        raise from_database_error(exc, f"delete from {collection.name!r}") from exc
-    return cur.rowcount

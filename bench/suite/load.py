@@ -5,7 +5,7 @@ staging table, INSERT into the collection's partition with the analyzer, the BM2
 statistics triggers) in two phases:
 
 * **bulk**: the first ``total`` chunks with the search indexes deferred
-  (``hybridsearch.bulk.deferred_indexes``), their build at the end timed as ours. The
+  (``hybridsearch.db.store.deferred_indexes``), their build at the end timed as ours. The
   HNSW index is built first, on its own, and its time is reported too: pgvector's build
   is a floor under any write path that leaves the vectors searchable;
 * **incremental**: a further 2 % written with every index maintained row by row, the
@@ -27,9 +27,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from hybridsearch.bulk import deferred_indexes
-from hybridsearch.collections import Collection, CollectionSettings, create_collection
-from hybridsearch.ingest import Document, PreparedDocument, content_hash, ingest_embedded
+from hybridsearch.collections import Collection, CollectionSettings
+from hybridsearch.db.store import create_collection, deferred_indexes, ingest_embedded
+from hybridsearch.ingest import Document, PreparedDocument, content_hash
 
 from . import data
 

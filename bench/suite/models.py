@@ -19,10 +19,11 @@ from psycopg import sql
 from hybridsearch.client import HybridSearch
 from hybridsearch.collections import Collection
 from hybridsearch.config import Settings
+from hybridsearch.db.store import fetch_candidates
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.models.resolve import configure_torch_threads, packaged_minilm_path
-from hybridsearch.search import Hit, fetch_candidates, rerank_candidates
+from hybridsearch.search import Hit, rerank_candidates
 from hybridsearch.search_input import SearchOptions, validate_options
 
 from .load import EMBEDDING_MODEL

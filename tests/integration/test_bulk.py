@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from hybridsearch import Document, HybridSearch
-from hybridsearch.bulk import deferred_indexes, rebuild_indexes
+from hybridsearch.db.store import deferred_indexes, rebuild_indexes
 from hybridsearch.errors import CollectionNotFoundError
 
 SUFFIXES = ("_embedding_idx", "_fts_idx", "_impacts_idx", "_metadata_idx")

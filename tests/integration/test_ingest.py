@@ -8,8 +8,9 @@ import psycopg
 import pytest
 
 from hybridsearch import Document, HybridSearch
+from hybridsearch.db.store import ingest_embedded
 from hybridsearch.errors import DatabaseError, EmbeddingError
-from hybridsearch.ingest import PreparedDocument, ingest_embedded
+from hybridsearch.ingest import PreparedDocument
 from hybridsearch.models.embedder import Embedder
 
 
@@ -83,7 +84,7 @@ class _CorruptLastVector(Embedder):
 def test_bad_vectors_are_rejected_before_the_cache(
     hs: HybridSearch, collection_name: str, conn: psycopg.Connection
 ) -> None:
-    from hybridsearch.ingest import ingest_documents
+    from hybridsearch.db.store import ingest_documents
 
     collection = hs.create_collection(collection_name)
     with pytest.raises(EmbeddingError, match="expected"):
@@ -155,7 +156,7 @@ class _CountingEmbedder(Embedder):
 def test_embedding_cache_embeds_each_text_once(
     hs: HybridSearch, collection_name: str, conn: psycopg.Connection
 ) -> None:
-    from hybridsearch.ingest import ingest_documents
+    from hybridsearch.db.store import ingest_documents
 
     unique = f"cache-{collection_name}"
     docs = [Document("a", f"{unique} first text."), Document("b", f"{unique} second text.")]

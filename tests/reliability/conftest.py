@@ -14,7 +14,7 @@ import pytest
 
 from hybridsearch import Document
 from hybridsearch.db import migrate
-from hybridsearch.ingest import ingest_documents
+from hybridsearch.db.store import ingest_documents
 from tests.reliability import fuzzing as fz
 from tests.reliability.support import (
     HashEmbedder,

@@ -33,9 +33,10 @@ from pathlib import Path
 import psutil
 
 from hybridsearch import Document, HybridSearchError
-from hybridsearch.collections import Collection, get_collection
+from hybridsearch.collections import Collection
 from hybridsearch.db import migrate
-from hybridsearch.ingest import content_hash, ingest_documents
+from hybridsearch.db.store import get_collection, ingest_documents
+from hybridsearch.ingest import content_hash
 from tests.reliability.support import (
     HashEmbedder,
     amcheck_indexes,

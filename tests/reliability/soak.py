@@ -1,7 +1,7 @@
 """Soak: concurrent ingest and query clients against one collection, audited as they run.
 
 Ingest clients add, replace and delete their own documents through
-:func:`hybridsearch.ingest.ingest_documents` (one transaction per call) and remember what
+:func:`hybridsearch.db.store.ingest_documents` (one transaction per call) and remember what
 was acknowledged. Query clients search through :class:`hybridsearch.HybridSearch` with
 precomputed query vectors (no model time) and, every few searches, audit one REPEATABLE
 READ snapshot: a search plus a check that no document is visible with only some of its
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import psycopg
 
 from hybridsearch import Document, HybridSearch, Settings
-from hybridsearch.collections import Collection, drop_collection
-from hybridsearch.ingest import content_hash, delete_documents, ingest_documents
+from hybridsearch.collections import Collection
+from hybridsearch.db.store import delete_documents, drop_collection, ingest_documents
+from hybridsearch.ingest import content_hash
 from hybridsearch.search import Mode
 from tests.reliability.support import (
     QUERIES,

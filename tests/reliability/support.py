@@ -18,8 +18,9 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from hybridsearch.collections import Collection, CollectionSettings, create_collection
+from hybridsearch.collections import Collection, CollectionSettings
 from hybridsearch.db.connection import configure_connection
+from hybridsearch.db.store import create_collection
 from hybridsearch.models.embedder import Embedder
 
 HASH_MODEL = "reliability-hash"

@@ -24,7 +24,7 @@ from psycopg import sql
 from hybridsearch import Document
 from hybridsearch.collections import Collection
 from hybridsearch.db import migrate
-from hybridsearch.ingest import ingest_documents
+from hybridsearch.db.store import ingest_documents
 from tests.reliability.conftest import record_figure
 from tests.reliability.support import (
     HashEmbedder,

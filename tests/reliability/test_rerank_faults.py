@@ -18,8 +18,7 @@ import numpy.typing as npt
 import pytest
 
 from hybridsearch import Document, HybridSearch, Reranker, SearchResult, Settings
-from hybridsearch.collections import drop_collection
-from hybridsearch.ingest import ingest_documents
+from hybridsearch.db.store import drop_collection, ingest_documents
 from tests.reliability.support import (
     SENTENCES,
     HashEmbedder,

@@ -14,8 +14,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from hybridsearch import Document
-from hybridsearch.collections import drop_collection
-from hybridsearch.ingest import ingest_documents
+from hybridsearch.db.store import drop_collection, ingest_documents
 from tests.reliability.conftest import record_figure
 from tests.reliability.soak import MODES, run_soak
 from tests.reliability.support import (

@@ -19,10 +19,10 @@ import pytest
 from psycopg import sql
 
 from hybridsearch import Document, HybridSearch, QueryTimeoutError, Settings
-from hybridsearch.collections import Collection, drop_collection
+from hybridsearch.collections import Collection
 from hybridsearch.db.connection import open_pool
-from hybridsearch.ingest import ingest_documents
-from hybridsearch.search import SearchOptions, fetch_candidates
+from hybridsearch.db.store import drop_collection, fetch_candidates, ingest_documents
+from hybridsearch.search_input import SearchOptions
 from tests.reliability.conftest import record_figure
 from tests.reliability.support import (
     HashEmbedder,

@@ -1,0 +1,382 @@
+# WARNING: generated from hybridsearch/db/store_async.py by tools/async_to_sync.py.
+# DO NOT EDIT: change the source and run `python tools/async_to_sync.py`.
+"""Every database step of hybridsearch, written once, for asyncio.
+
+``store.py`` is generated from this file by ``tools/async_to_sync.py``: the sync client
+(and tests, benchmarks, SQL-minded callers) call it with a ``psycopg.Connection``, the
+async client awaits this one with an ``AsyncConnection``. The SQL and the pure steps
+(validation, parameters, rows to results) live with their concept, in
+:mod:`hybridsearch.collections`, :mod:`~hybridsearch.ingest`,
+:mod:`~hybridsearch.embedding_cache`, :mod:`~hybridsearch.bulk`,
+:mod:`~hybridsearch.search` and :mod:`~hybridsearch.tenancy`; this module runs them.
+
+Every function takes a connection the caller checked out and raises hybridsearch errors
+(:func:`~hybridsearch.errors.from_database_error`), never psycopg's. Chunking and model
+inference run in worker threads here, so an event loop keeps serving; in the generated
+module they are plain calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from hybridsearch import bulk, ingest, search, tenancy
+from hybridsearch import collections as collections_db
+from hybridsearch import embedding_cache as cache
+from hybridsearch.collections import Collection, CollectionSettings, CollectionStats, Distance
+from hybridsearch.db.connection import Connection
+from hybridsearch.errors import EmbeddingError, from_database_error
+from hybridsearch.ingest import Document, IngestReport, PreparedDocument
+from hybridsearch.models.embedder import Embedder
+from hybridsearch.search import Hit
+from hybridsearch.search_input import SearchOptions
+
+
+def set_tenant(conn: Connection, tenant: str | None) -> None:
+    """Name the tenant of the current transaction; None leaves it unset (see tenancy)."""
+    if tenant is not None:
+        conn.execute(tenancy.SET_TENANT_SQL, (tenancy.TENANT_SETTING, tenant))
+
+
+# -- collections -------------------------------------------------------------------------
+
+
+def create_collection(
+    conn: Connection,
+    name: str,
+    *,
+    embedding_model: str,
+    dimensions: int,
+    distance: Distance = "cosine",
+    analyzer: str = "mixed",
+    settings: CollectionSettings | None = None,
+    bm25_k1: float = 1.2,
+    bm25_b: float = 0.75,
+) -> Collection:
+    """Create a collection and its chunk partition; raises if the name is taken."""
+    arguments = collections_db.create_arguments(
+        name,
+        embedding_model=embedding_model,
+        dimensions=dimensions,
+        distance=distance,
+        analyzer=analyzer,
+        settings=settings,
+        bm25_k1=bm25_k1,
+        bm25_b=bm25_b,
+    )
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(collections_db.CREATE_COLLECTION_SQL, arguments)
+            row = cur.fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise collections_db.exists_error(name) from None
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"creating collection {name!r}") from exc
+    assert row is not None
+    return collections_db.collection_from_row(row)
+
+
+def _fetch_one(
+    conn: Connection, query: str, params: Sequence[Any], action: str
+) -> dict[str, Any] | None:
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            return cur.fetchone()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, action) from exc
+
+
+def get_collection(conn: Connection, name: str) -> Collection:
+    """The named collection; raises CollectionNotFoundError when it does not exist."""
+    collections_db.check_lookup_name(name)
+    query = collections_db.GET_COLLECTION_SQL
+    row = _fetch_one(conn, query, (name,), f"look up collection {name!r}")
+    if row is None:
+        raise collections_db.not_found_error(name)
+    return collections_db.collection_from_row(row)
+
+
+def list_collections(conn: Connection) -> list[CollectionStats]:
+    """Every collection with its counts, by name."""
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(collections_db.LIST_COLLECTIONS_SQL)
+            rows = cur.fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, "listing collections") from exc
+    return [collections_db.stats_from_row(row) for row in rows]
+
+
+def update_settings(conn: Connection, name: str, settings: CollectionSettings) -> Collection:
+    """Replace a collection's stored defaults (chunking, prompts, fusion)."""
+    collections_db.check_lookup_name(name)
+    params = (Jsonb(settings.to_json()), name)
+    query = collections_db.UPDATE_SETTINGS_SQL
+    row = _fetch_one(conn, query, params, f"updating collection {name!r}")
+    if row is None:
+        raise collections_db.not_found_error(name)
+    return collections_db.collection_from_row(row)
+
+
+def drop_collection(conn: Connection, name: str) -> bool:
+    """Drop a collection with its documents and chunks; False when it did not exist."""
+    collections_db.check_lookup_name(name)
+    try:
+        with conn.transaction():
+            cur = conn.execute(collections_db.DROP_COLLECTION_SQL, (name,))
+            row = cur.fetchone()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"dropping collection {name!r}") from exc
+    assert row is not None
+    return bool(row[0])
+
+
+# -- documents ---------------------------------------------------------------------------
+
+
+def embed_with_cache(
+    conn: Connection, embedder: Embedder, texts: Sequence[str], *, document_prompt: str | None
+) -> tuple[npt.NDArray[np.float32], int]:
+    """Embeddings of ``texts`` in order, and how many had to be computed (not cached)."""
+    key = cache.model_key(embedder, document_prompt)
+    hashes = [cache.text_hash(t) for t in texts]
+    cur = conn.execute(cache.SELECT_CACHED_SQL, (key, list(set(hashes))))
+    cached = cache.cached_vectors(cur.fetchall())
+    missing = cache.missing_texts(hashes, texts, cached)
+    if missing:
+        fresh = embedder.embed_documents([t for _, t in missing])
+        cache.check_fresh(fresh, embedder, len(missing))
+        rows = [(key, h, fresh[i]) for i, (h, _) in enumerate(missing)]
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(cache.INSERT_CACHED_SQL, rows)
+        for i, (h, _) in enumerate(missing):
+            cached[h] = fresh[i]
+    return np.stack([cached[h] for h in hashes]), len(missing)
+
+
+def _stored_hashes(
+    conn: Connection, collection: Collection, ids: list[str], tenant: str
+) -> dict[str, str]:
+    with conn.transaction():
+        set_tenant(conn, tenant)
+        cur = conn.execute(ingest.STORED_HASHES_SQL, (collection.collection_id, tenant, ids))
+        rows = cur.fetchall()
+    return {external_id: digest for external_id, digest in rows}
+
+
+def _write(
+    conn: Connection,
+    collection: Collection,
+    prepared: Sequence[PreparedDocument],
+    embeddings: np.ndarray,
+    tenant: str,
+) -> tuple[int, int]:
+    """Upsert documents and replace their chunks in one transaction; (added, updated)."""
+    with conn.transaction(), conn.cursor() as cur:
+        set_tenant(conn, tenant)
+        params = ingest.upsert_params(collection, prepared, tenant)
+        cur.execute(ingest.UPSERT_DOCUMENTS_SQL, params)
+        rows = cur.fetchall()
+        document_ids = {external_id: document_id for external_id, document_id, _ in rows}
+        replaced = [document_id for _, document_id, inserted in rows if not inserted]
+        if replaced:
+            cur.execute(ingest.DELETE_CHUNKS_SQL, (collection.collection_id, replaced))
+        cur.execute(ingest.CREATE_STAGING_SQL)
+        with cur.copy(ingest.COPY_STAGING_SQL) as copy:
+            copy.set_types(ingest.STAGING_TYPES)
+            for row in ingest.staging_rows(prepared, document_ids, embeddings):
+                copy.write_row(row)
+        params = (collection.collection_id, tenant, collection.analyzer)
+        cur.execute(ingest.INSERT_CHUNKS_SQL, params)
+    return len(rows) - len(replaced), len(replaced)
+
+
+def ingest_documents(
+    conn: Connection,
+    collection: Collection,
+    embedder: Embedder,
+    documents: Iterable[Document],
+    *,
+    batch_size: int = 64,
+    max_document_chars: int = 2_000_000,
+    on_progress: Callable[[int], None] | None = None,
+    tenant: str = "",
+) -> IngestReport:
+    """Add or replace documents, one transaction per batch; unchanged ones (same content
+    hash) are skipped without embedding. ``tenant`` owns them (see hybridsearch.tenancy)."""
+    ingest.check_dimensions(embedder, collection)
+    report = IngestReport()
+    action = f"ingest into {collection.name!r}"
+    for batch in ingest.batches(documents, batch_size):
+        latest = ingest.latest_by_id(batch, max_document_chars)
+        try:
+            stored = _stored_hashes(conn, collection, list(latest), tenant)
+        except psycopg.Error as exc:
+            raise from_database_error(exc, action) from exc
+        prepared, unchanged = ingest.plan_batch(latest, stored, collection)
+        report.unchanged += unchanged
+        if prepared:
+            texts = [text for p in prepared for text in p.chunks]
+            prompt = collection.settings.document_prompt
+            try:
+                embeddings, computed = embed_with_cache(
+                    conn, embedder, texts, document_prompt=prompt
+                )
+                added, updated = _write(conn, collection, prepared, embeddings, tenant)
+            except psycopg.Error as exc:
+                raise from_database_error(exc, action) from exc
+            report.added += added
+            report.updated += updated
+            report.chunks += len(texts)
+            report.embedded += computed
+        if on_progress is not None:
+            on_progress(len(batch))
+    return report
+
+
+def ingest_embedded(
+    conn: Connection,
+    collection: Collection,
+    prepared: Sequence[PreparedDocument],
+    embeddings: np.ndarray,
+    *,
+    tenant: str = "",
+) -> IngestReport:
+    """Write documents whose chunks the caller has already embedded, in one transaction.
+
+    The write of :func:`ingest_documents` (upsert, COPY BINARY into staging, INSERT with
+    the analyzer) for bulk loads and benchmarks that bring their own vectors; nothing is
+    chunked, embedded or skipped by hash here. ``embeddings`` has one row per chunk, in
+    document then chunk order.
+    """
+    total = sum(len(p.chunks) for p in prepared)
+    if embeddings.shape != (total, collection.dimensions):
+        raise EmbeddingError(
+            f"expected embeddings of shape ({total}, {collection.dimensions}) for "
+            f"{total} chunks in {collection.name!r}, got {embeddings.shape}"
+        )
+    try:
+        added, updated = _write(conn, collection, prepared, embeddings, tenant)
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"ingest into {collection.name!r}") from exc
+    return IngestReport(added=added, updated=updated, chunks=total)
+
+
+def delete_documents(
+    conn: Connection, collection: Collection, ids: Sequence[str], tenant: str = ""
+) -> int:
+    """Delete a tenant's documents (and their chunks) by external id; how many existed."""
+    params = (collection.collection_id, tenant, list(ids))
+    try:
+        with conn.transaction():
+            set_tenant(conn, tenant)
+            cur = conn.execute(ingest.DELETE_DOCUMENTS_SQL, params)
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"delete from {collection.name!r}") from exc
+    return cur.rowcount
+
+
+# -- bulk loads --------------------------------------------------------------------------
+
+
+def rebuild_indexes(
+    conn: Connection,
+    collection: Collection,
+    *,
+    maintenance_work_mem: str | None = None,
+    parallel_workers: int | None = None,
+) -> int:
+    """Build the collection's missing search indexes and refresh its planner statistics.
+
+    ``maintenance_work_mem`` (e.g. ``"2GB"``) should hold the whole HNSW graph: a build
+    that outgrows it slows down many times. ``parallel_workers`` sets
+    ``max_parallel_maintenance_workers`` for the build. Returns how many were built.
+    """
+    try:
+        with conn.transaction():
+            if maintenance_work_mem is not None:
+                params = ("maintenance_work_mem", maintenance_work_mem)
+                conn.execute(bulk.SET_LOCAL_SQL, params)
+            if parallel_workers is not None:
+                params = ("max_parallel_maintenance_workers", str(parallel_workers))
+                conn.execute(bulk.SET_LOCAL_SQL, params)
+            cur = conn.execute(bulk.CREATE_INDEXES_SQL, (collection.name,))
+            row = cur.fetchone()
+            conn.execute(bulk.analyze_sql(collection))
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"build the indexes of {collection.name!r}") from exc
+    return int(row[0]) if row else 0
+
+
+@contextmanager
+def deferred_indexes(
+    conn: Connection,
+    collection: Collection,
+    *,
+    maintenance_work_mem: str | None = None,
+    parallel_workers: int | None = None,
+) -> Iterator[None]:
+    """Run the body (a bulk load on ``conn``) with the collection's search indexes dropped,
+    and rebuild them once at the end, even when the body fails (see hybridsearch.bulk)."""
+    try:
+        with conn.transaction():
+            conn.execute(bulk.DROP_INDEXES_SQL, (collection.name,))
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"drop the indexes of {collection.name!r}") from exc
+    try:
+        yield
+    finally:
+        rebuild_indexes(
+            conn,
+            collection,
+            maintenance_work_mem=maintenance_work_mem,
+            parallel_workers=parallel_workers,
+        )
+
+
+# -- search ------------------------------------------------------------------------------
+
+
+def fetch_candidates(
+    conn: Connection,
+    collection: Collection,
+    options: SearchOptions,
+    embedding: np.ndarray | None,
+    *,
+    statement_timeout_ms: int,
+) -> list[Hit]:
+    """The fused TopK from ``hybridsearch.search_hybrid``, under a statement timeout."""
+    params = search.candidate_params(collection, options, embedding)
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(search.SET_STATEMENT_TIMEOUT_SQL, (str(statement_timeout_ms),))
+            set_tenant(conn, options.tenant)
+            cur.execute(search.SEARCH_HYBRID_SQL, params)
+            rows = cur.fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"search in {collection.name!r}") from exc
+    return [search.hit_from_row(row) for row in rows]
+
+
+def add_snippets(
+    conn: Connection, collection: Collection, query: str, hits: list[Hit]
+) -> list[Hit]:
+    """The hits with ``hybridsearch.highlight`` snippets (matches in ``<mark>``)."""
+    if not hits:
+        return hits
+    params = search.highlight_params(collection, query, hits)
+    try:
+        cur = conn.execute(search.HIGHLIGHT_SQL, params)
+        rows = cur.fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"highlighting results in {collection.name!r}") from exc
+    return search.with_snippets(hits, rows)
