@@ -1,4 +1,7 @@
-"""Collections: a set of documents sharing an embedding model, dimension, distance and analyzer."""
+"""Collections: a set of documents sharing an embedding model, dimension, distance and analyzer.
+
+What a collection is, its SQL and its validation; :mod:`hybridsearch.db.store` runs them.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +9,20 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from hybridsearch.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     InvalidInputError,
-    from_database_error,
 )
 from hybridsearch.params import FUSION, KEYWORD_WEIGHT, RRF_K, VECTOR_WEIGHT, FusionMethod
 
 Distance = Literal["cosine", "l2", "inner_product"]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
-# SQL shared by the sync functions below and hybridsearch.aio.
+# SQL run by hybridsearch.db.store (written once in store_async.py).
 CREATE_COLLECTION_SQL = (
     "SELECT * FROM hybridsearch.create_collection(%s, %s, %s, %s, %s, %s, %s, %s)"
 )
@@ -185,75 +185,3 @@ def create_arguments(
         bm25_k1,
         bm25_b,
     )
-
-
-def create_collection(
-    conn: psycopg.Connection,
-    name: str,
-    *,
-    embedding_model: str,
-    dimensions: int,
-    distance: Distance = "cosine",
-    analyzer: str = "mixed",
-    settings: CollectionSettings | None = None,
-    bm25_k1: float = 1.2,
-    bm25_b: float = 0.75,
-) -> Collection:
-    """Create a collection and its chunk partition; raises if the name is taken."""
-    arguments = create_arguments(
-        name,
-        embedding_model=embedding_model,
-        dimensions=dimensions,
-        distance=distance,
-        analyzer=analyzer,
-        settings=settings,
-        bm25_k1=bm25_k1,
-        bm25_b=bm25_b,
-    )
-    try:
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(CREATE_COLLECTION_SQL, arguments).fetchone()
-    except psycopg.errors.UniqueViolation:
-        raise exists_error(name) from None
-    except psycopg.Error as exc:
-        raise from_database_error(exc, f"creating collection {name!r}") from exc
-    assert row is not None
-    return collection_from_row(row)
-
-
-def get_collection(conn: psycopg.Connection, name: str) -> Collection:
-    """The named collection; raises CollectionNotFoundError when it does not exist."""
-    check_lookup_name(name)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(GET_COLLECTION_SQL, (name,)).fetchone()
-    if row is None:
-        raise not_found_error(name)
-    return collection_from_row(row)
-
-
-def list_collections(conn: psycopg.Connection) -> list[CollectionStats]:
-    """Every collection with its counts, by name."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(LIST_COLLECTIONS_SQL).fetchall()
-    return [stats_from_row(r) for r in rows]
-
-
-def update_settings(
-    conn: psycopg.Connection, name: str, settings: CollectionSettings
-) -> Collection:
-    """Replace a collection's stored defaults (chunking, prompts, fusion)."""
-    check_lookup_name(name)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(UPDATE_SETTINGS_SQL, (Jsonb(settings.to_json()), name)).fetchone()
-    if row is None:
-        raise not_found_error(name)
-    return collection_from_row(row)
-
-
-def drop_collection(conn: psycopg.Connection, name: str) -> bool:
-    """Drop a collection with its documents and chunks; False when it did not exist."""
-    check_lookup_name(name)
-    with conn.transaction():
-        row = conn.execute(DROP_COLLECTION_SQL, (name,)).fetchone()
-    assert row is not None
-    return bool(row[0])
