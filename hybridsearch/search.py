@@ -93,6 +93,7 @@ class SearchResult:
                     "document_id": h.document_id,
                     "chunk_id": h.chunk_id,
                     "text": h.text,
+                    "snippet": h.snippet,
                     "metadata": h.metadata,
                     "scores": {
                         "vector_rank": h.scores.vector_rank,

@@ -160,6 +160,10 @@ class HitBody(BaseModel):
     document_id: str
     chunk_id: int
     text: str
+    snippet: str | None = Field(
+        description="passages of the text around the query's matches, each match in "
+        "<mark> (hybridsearch.highlight); the text's start when the query has no terms"
+    )
     metadata: dict[str, Any]
     scores: ScoresBody
 

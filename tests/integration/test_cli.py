@@ -110,7 +110,15 @@ def test_search_json_contract(cli_env: dict[str, str], cli_collection: str) -> N
     assert set(out["timings_ms"]) == {"load", "embed", "candidates", "rerank", "total"}
     assert len(out["results"]) == 2
     first = out["results"][0]
-    assert set(first) == {"rank", "document_id", "chunk_id", "text", "metadata", "scores"}
+    assert set(first) == {
+        "rank",
+        "document_id",
+        "chunk_id",
+        "text",
+        "snippet",
+        "metadata",
+        "scores",
+    }
     assert set(first["scores"]) == {
         "vector_rank",
         "vector_distance",
@@ -123,6 +131,7 @@ def test_search_json_contract(cli_env: dict[str, str], cli_collection: str) -> N
     assert first["document_id"] == "beir-1"  # external id, not an internal key
     assert first["metadata"] == {"title": "Otters"}
     assert "otters" in first["text"].lower()
+    assert "<mark>tools</mark>" in first["snippet"]  # hybridsearch.highlight's passage
 
 
 def test_search_filter_and_modes(cli_env: dict[str, str], cli_collection: str) -> None:
