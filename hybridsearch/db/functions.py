@@ -20,6 +20,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 import psycopg
+from psycopg import sql
 
 SOURCE_DIR = "api"
 RELEASED_DIR = "released"
@@ -33,6 +34,15 @@ _DEFINITIONS_SQL = """
 SELECT p.oid::regprocedure::text, pg_catalog.pg_get_functiondef(p.oid), p.ctid::text
 FROM pg_catalog.pg_proc AS p
 WHERE p.pronamespace = 'hybridsearch'::regnamespace
+"""
+
+
+# Functions of the schema not owned by the schema's owner, and that owner.
+_FOREIGN_OWNED_SQL = """
+SELECT p.oid::regprocedure::text, pg_catalog.pg_get_userbyid(n.nspowner)
+FROM pg_catalog.pg_proc AS p
+JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+WHERE n.nspname = 'hybridsearch' AND p.proowner <> n.nspowner
 """
 
 
@@ -70,6 +80,15 @@ def install(conn: psycopg.Connection, revision: str | None = None) -> None:
     for _name, text in source_files(revision):
         conn.execute(text)  # package files, no parameters
     conn.execute("RESET check_function_bodies")
+    # A function is owned by whoever created it; one that a revision adds belongs with the
+    # schema's others (hybridsearch_owner once sql/roles.sql ran), or a later migration by
+    # another member of that role could not replace it.
+    for signature, owner in conn.execute(_FOREIGN_OWNED_SQL).fetchall():
+        conn.execute(
+            sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(
+                sql.SQL(signature), sql.Identifier(owner)
+            )
+        )
 
 
 def _definitions(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:

@@ -124,3 +124,19 @@ def test_a_role_that_may_not_replace_functions_gets_the_revision_check(
         with psycopg.connect(scratch_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_functions_a_revision_adds_belong_to_the_schema_owner(scratch_url: str) -> None:
+    """After sql/roles.sql, an upgrade by a superuser leaves no function owned by it."""
+    migrate.upgrade(scratch_url, "0001")
+    with psycopg.connect(scratch_url, autocommit=True) as admin:
+        admin.execute(migrate.sql_text("roles.sql"))
+        # As if the next revision added check_top_k: the superuser running it creates it.
+        admin.execute("DROP FUNCTION hybridsearch.check_top_k(integer)")
+    migrate.upgrade(scratch_url)
+    with psycopg.connect(scratch_url) as conn:
+        owners = conn.execute(
+            "SELECT DISTINCT pg_catalog.pg_get_userbyid(p.proowner)"
+            " FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'hybridsearch'::regnamespace"
+        ).fetchall()
+    assert owners == [("hybridsearch_owner",)]
