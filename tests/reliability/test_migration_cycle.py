@@ -13,7 +13,6 @@ import random
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +23,7 @@ from psycopg import sql
 from hybridsearch import Document
 from hybridsearch.collections import Collection
 from hybridsearch.db import migrate
+from hybridsearch.db.functions import source_files
 from hybridsearch.db.store import ingest_documents
 from tests.reliability.conftest import record_figure
 from tests.reliability.support import (
@@ -35,7 +35,6 @@ from tests.reliability.support import (
     drop_database,
 )
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 APP_ROWS = 100_000
 DOCUMENTS, CHUNKS_PER_DOCUMENT = 1_000, 100  # 100,000 chunks
 HYBRIDSEARCH_TABLES = (
@@ -135,13 +134,13 @@ def _bulk_chunks(conn: psycopg.Connection, collection: Collection) -> None:
 
 
 def _newest_function_bodies() -> dict[str, str]:
-    """Function name -> body, as defined by the newest vNNN file of sql/ defining it."""
+    """Function name -> body, as the package's current sources (sql/api/, which the head
+    revision installs) define it."""
     bodies: dict[str, str] = {}
-    files = sorted(SQL_DIR.glob("v[0-9][0-9][0-9]_*.sql"), key=lambda p: p.name[:4])
-    assert files, f"no versioned SQL files in {SQL_DIR}"
-    for path in files:
-        for match in FUNCTION.finditer(path.read_text(encoding="utf-8")):
+    for _name, text in source_files():
+        for match in FUNCTION.finditer(text):
             bodies[match.group(1)] = match.group(3)
+    assert bodies, "no function in the current sources (sql/api/)"
     return bodies
 
 
@@ -216,8 +215,8 @@ def test_installed_functions_match_newest_sql_files(database_url: str) -> None:
 
 
 def _assert_functions_match_sql_files(url: str) -> None:
-    """Every function in schema hybridsearch has exactly the body of its newest
-    definition in sql/, nothing more or less is installed, and all are SECURITY INVOKER."""
+    """Every function in schema hybridsearch has exactly the body of its current source in
+    sql/api/, nothing more or less is installed, and all are SECURITY INVOKER."""
     expected = _newest_function_bodies()
     with psycopg.connect(url) as conn:
         installed = conn.execute(
