@@ -26,6 +26,7 @@ from hybridsearch.params import (
 from hybridsearch.server_cli import register_serve_command
 
 EXIT_ERROR = 2
+EXIT_PARTIAL = 1  # `ingest`: some files or lines were skipped, the rest is stored
 EXIT_NOT_READY = 1  # `db current`: the database is reachable but not at this package's schema
 
 
@@ -47,7 +48,14 @@ def cmd_db(args: argparse.Namespace) -> None:
     from hybridsearch.db import migrate
     from hybridsearch.db.connection import database_url
 
-    url = database_url(Settings.from_env())
+    settings = Settings.from_env()
+    if args.action == "stop":
+        _stop_embedded(settings)
+        return
+    url = database_url(settings)
+    if args.action == "url":
+        print(url)  # e.g. psql "$(hybridsearch db url)"
+        return
     if args.action == "upgrade":
         migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
@@ -58,6 +66,20 @@ def cmd_db(args: argparse.Namespace) -> None:
     if args.action == "current" and not status.ready:
         print(f"hybridsearch: not ready: {status.problem}", file=sys.stderr)
         raise SystemExit(EXIT_NOT_READY)
+
+
+def _stop_embedded(settings: Any) -> None:
+    from hybridsearch.db.embedded import stop_embedded_server
+    from hybridsearch.errors import ConfigurationError
+
+    if settings.database_url:
+        raise ConfigurationError(
+            "`db stop` stops the embedded server; HYBRIDSEARCH_DATABASE_URL names an external "
+            "one, which this command leaves alone"
+        )
+    stopped = stop_embedded_server(settings.data_dir)
+    where = settings.data_dir / "pgdata"
+    print(f"stopped the embedded server in {where}" if stopped else f"not running ({where})")
 
 
 # -- collections ---------------------------------------------------------------------------
@@ -110,30 +132,56 @@ def _not_found(name: str) -> HybridSearchError:
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
+    """Load files into a collection (created with defaults when missing).
+
+    What cannot be read is skipped, reported line by line on stderr and counted, and the
+    command then exits with status 1; ``--strict`` checks every file first and loads
+    nothing if anything is wrong. A collection this command created is dropped again
+    when the load fails or stores nothing.
+    """
     from tqdm import tqdm
 
     from hybridsearch.errors import CollectionNotFoundError
-    from hybridsearch.loaders import count_documents, iter_documents
+    from hybridsearch.loaders import SkipLog, count_documents, iter_documents
 
     total = count_documents(args.paths)
     with _client(args) as hs:
+        max_chars = hs.settings.max_document_chars
+        if args.strict:  # all or nothing: read everything before writing anything
+            for _ in iter_documents(args.paths, SkipLog(strict=True), max_chars=max_chars):
+                pass
+        created = False
         try:
             hs.get_collection(args.collection)
         except CollectionNotFoundError:
             c = hs.create_collection(args.collection)
+            created = True
             print(f"created collection {c.name} ({c.embedding_model})", file=sys.stderr)
-        with tqdm(total=total, unit="doc", desc=f"ingest {args.collection}") as bar:
-            report = hs.add_documents(
-                args.collection,
-                iter_documents(args.paths),
-                batch_size=args.batch_size,
-                on_progress=bar.update,
-                bulk=args.bulk,
-            )
+        log = SkipLog(strict=args.strict)
+        try:
+            with tqdm(total=total, unit="doc", desc=f"ingest {args.collection}") as bar:
+                report = hs.add_documents(
+                    args.collection,
+                    iter_documents(args.paths, log, max_chars=max_chars),
+                    batch_size=args.batch_size,
+                    on_progress=bar.update,
+                    bulk=args.bulk,
+                )
+        except HybridSearchError:
+            if created:
+                hs.drop_collection(args.collection)
+            raise
+        if created and report.added == 0:
+            hs.drop_collection(args.collection)
+            print(f"dropped collection {args.collection}: nothing was stored", file=sys.stderr)
+    for skipped in log.skipped:
+        print(f"hybridsearch: skipped {skipped.where}: {skipped.reason}", file=sys.stderr)
     print(
         f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{report.chunks} chunks written"
+        f"{len(log.skipped)} skipped, {report.chunks} chunks written"
     )
+    if log.skipped:
+        raise SystemExit(EXIT_PARTIAL)
 
 
 def cmd_delete(args: argparse.Namespace) -> None:
@@ -227,8 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    db = sub.add_parser("db", help="install, upgrade or remove the schema (alembic)")
-    db.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    db = sub.add_parser(
+        "db",
+        help="install, upgrade or remove the schema (alembic); the embedded server's URL; stop it",
+    )
+    db.add_argument("action", choices=["upgrade", "downgrade", "current", "url", "stop"])
     db.add_argument("revision", nargs="?", help="target revision (default head / one step down)")
     db.set_defaults(func=cmd_db)
 
@@ -263,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop the collection's search indexes during the load and build them once after"
         " (faster for large loads; searches of the collection are slow until it ends)",
+    )
+    ingest.add_argument(
+        "--strict",
+        action="store_true",
+        help="check every file first and load nothing if one file or line cannot be read"
+        " (default: skip it, report it and exit with status 1)",
     )
     ingest.add_argument("paths", nargs="+")
     ingest.set_defaults(func=cmd_ingest)

