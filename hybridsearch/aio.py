@@ -38,6 +38,7 @@ from hybridsearch.ingest import Document, IngestReport, check_dimensions
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
+from hybridsearch.params import TOP_K, TOP_N
 from hybridsearch.search import (
     SearchResult,
     StageTimer,
@@ -171,7 +172,7 @@ class AsyncHybridSearch:
     ) -> Collection:
         """Create a collection; its dimension is read from the embedding model."""
         validate_name(name)
-        settings = settings or CollectionSettings()
+        settings = (settings or CollectionSettings()).checked()
         model = model or self.settings.embedding_model
         probe = configured_embedder(
             model,
@@ -208,7 +209,7 @@ class AsyncHybridSearch:
         documents are re-chunked on their next ingest).
         """
         current = await self.get_collection(name)
-        updated = replace(current.settings, **changes)
+        updated = replace(current.settings, **changes).checked()
         async with checkout(self._pool) as conn:
             return await store_async.update_settings(conn, name, updated)
 
@@ -269,8 +270,8 @@ class AsyncHybridSearch:
         collection: str,
         query: str,
         *,
-        top_k: int = 50,
-        top_n: int = 5,
+        top_k: int = TOP_K.default,
+        top_n: int = TOP_N.default,
         filter: dict[str, Any] | str | None = None,
         mode: Mode = "hybrid",
         rerank: bool = True,

@@ -39,6 +39,7 @@ from hybridsearch.ingest import Document, IngestReport, check_dimensions
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
+from hybridsearch.params import TOP_K, TOP_N
 from hybridsearch.search import (
     SearchResult,
     StageTimer,
@@ -139,7 +140,7 @@ class HybridSearch:
     ) -> Collection:
         """Create a collection; its dimension is read from the embedding model."""
         validate_name(name)
-        settings = settings or CollectionSettings()
+        settings = (settings or CollectionSettings()).checked()
         model = model or self.settings.embedding_model
         probe = configured_embedder(
             model,
@@ -176,7 +177,7 @@ class HybridSearch:
         documents are re-chunked on their next ingest).
         """
         current = self.get_collection(name)
-        updated = replace(current.settings, **changes)
+        updated = replace(current.settings, **changes).checked()
         with checkout(self._pool) as conn:
             return store.update_settings(conn, name, updated)
 
@@ -235,8 +236,8 @@ class HybridSearch:
         collection: str,
         query: str,
         *,
-        top_k: int = 50,
-        top_n: int = 5,
+        top_k: int = TOP_K.default,
+        top_n: int = TOP_N.default,
         filter: dict[str, Any] | str | None = None,
         mode: Mode = "hybrid",
         rerank: bool = True,

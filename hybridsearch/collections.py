@@ -17,7 +17,15 @@ from hybridsearch.errors import (
     CollectionNotFoundError,
     InvalidInputError,
 )
-from hybridsearch.params import FUSION, KEYWORD_WEIGHT, RRF_K, VECTOR_WEIGHT, FusionMethod
+from hybridsearch.params import (
+    FUSION,
+    KEYWORD_WEIGHT,
+    RRF_K,
+    VECTOR_WEIGHT,
+    FusionMethod,
+    check_weights,
+)
+from hybridsearch.text.chunking import check_chunk_budget
 
 Distance = Literal["cosine", "l2", "inner_product"]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -63,6 +71,16 @@ class CollectionSettings:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def checked(self) -> CollectionSettings:
+        """These settings, or an InvalidInputError naming the first that is out of bounds."""
+        check_chunk_budget(self.chunk_max_tokens, self.chunk_overlap_tokens)
+        FUSION.check(self.fusion)
+        RRF_K.check(self.rrf_k)
+        check_weights(
+            VECTOR_WEIGHT.check(self.vector_weight), KEYWORD_WEIGHT.check(self.keyword_weight)
+        )
+        return self
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,12 @@ def validate_options(
     checked_keyword_weight = _or_default(
         params.KEYWORD_WEIGHT, keyword_weight, stored.keyword_weight, name
     )
+    # A leg searched alone keeps its own order: with its weight at 0 (a stored default
+    # meant for hybrid search) every fused score would be 0 and the order arbitrary.
+    if checked_mode == "vector" and checked_vector_weight == 0:
+        checked_vector_weight = params.VECTOR_WEIGHT.default
+    elif checked_mode == "keyword" and checked_keyword_weight == 0:
+        checked_keyword_weight = params.KEYWORD_WEIGHT.default
     params.check_weights(checked_vector_weight, checked_keyword_weight)
     return SearchOptions(
         query=text,

@@ -130,7 +130,7 @@ def chunk_text(text: str, *, max_tokens: int = 200, overlap_tokens: int = 40) ->
         InvalidInputError: ``max_tokens`` < 1, or ``overlap_tokens`` outside
             ``[0, max_tokens - 1]``.
     """
-    _validate_budget(max_tokens, overlap_tokens)
+    check_chunk_budget(max_tokens, overlap_tokens)
     units = _units(text, split_sentences(text), max_tokens)
     costs = [tokens for _, _, tokens in units]
     chunks: list[Chunk] = []
@@ -140,7 +140,8 @@ def chunk_text(text: str, *, max_tokens: int = 200, overlap_tokens: int = 40) ->
     return chunks
 
 
-def _validate_budget(max_tokens: int, overlap_tokens: int) -> None:
+def check_chunk_budget(max_tokens: int, overlap_tokens: int) -> None:
+    """InvalidInputError unless chunks of ``max_tokens`` can overlap by ``overlap_tokens``."""
     if max_tokens < 1:
         raise InvalidInputError(f"max_tokens must be >= 1, got {max_tokens}")
     if not 0 <= overlap_tokens < max_tokens:

@@ -9,7 +9,7 @@ import pytest
 
 from hybridsearch import Document, HybridSearch
 from hybridsearch.db.store import ingest_embedded
-from hybridsearch.errors import DatabaseError, EmbeddingError
+from hybridsearch.errors import DatabaseError, EmbeddingError, InvalidInputError
 from hybridsearch.ingest import PreparedDocument
 from hybridsearch.models.embedder import Embedder
 
@@ -232,6 +232,9 @@ def test_collection_defaults_drive_search(hs: HybridSearch, collection_name: str
     assert result.results[0].scores.fused == pytest.approx(2.0)
     with pytest.raises(TypeError):
         hs.update_collection_settings(collection_name, no_such_setting=1)
+    with pytest.raises(InvalidInputError, match="rrf_k must be"):
+        hs.update_collection_settings(collection_name, rrf_k=0)
+    assert hs.get_collection(collection_name).settings == updated.settings  # nothing stored
 
 
 def test_ingest_embedded_writes_caller_vectors_and_checks_their_shape(

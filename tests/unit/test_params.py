@@ -328,3 +328,37 @@ def test_search_body_defaults_are_the_declared_ones() -> None:
     body = SearchBody.model_validate({"query": "x"})
     assert (body.top_k, body.top_n, body.mode) == (TOP_K.default, TOP_N.default, MODE.default)
     assert SettingsBody().to_settings() == CollectionSettings()
+
+
+# -- one leg alone, and settings checked when stored ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "weight"), [("vector", "vector_weight"), ("keyword", "keyword_weight")]
+)
+def test_a_leg_searched_alone_counts_even_when_its_stored_weight_is_0(
+    mode: str, weight: str
+) -> None:
+    """Fusing one list with weight 0 would score every chunk 0 and lose the leg's order."""
+    options = _validate(_collection(**{weight: 0.0}), mode=mode)
+    assert getattr(options, weight) == 1.0
+    hybrid = _validate(_collection(**{weight: 0.0}))
+    assert getattr(hybrid, weight) == 0.0  # in a hybrid search 0 still turns the leg off
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rrf_k": 0}, "rrf_k must be"),
+        ({"vector_weight": -1.0}, "vector_weight must be"),
+        ({"vector_weight": 0.0, "keyword_weight": 0.0}, "both 0"),
+        ({"fusion": "max"}, "fusion must be"),
+        ({"chunk_max_tokens": 10, "chunk_overlap_tokens": 10}, "overlap_tokens"),
+    ],
+)
+def test_collection_settings_are_checked_before_they_are_stored(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        CollectionSettings(**changes).checked()
+    assert CollectionSettings().checked() == CollectionSettings()
