@@ -42,6 +42,15 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.selectable import TableValuedAlias
 
+from hybridsearch.params import (
+    FUSION,
+    KEYWORD_WEIGHT,
+    RRF_K,
+    TOP_K,
+    VECTOR_WEIGHT,
+    FusionMethod,
+)
+
 SCHEMA = "hybridsearch"
 
 #: hybridsearch's tables only; keep it out of an application's ``target_metadata``.
@@ -183,7 +192,7 @@ def search_vector(
     collection: str,
     embedding: Embedding,
     *,
-    top_k: int = 50,
+    top_k: int = TOP_K.default,
     filter: Mapping[str, Any] | None = None,
 ) -> TableValuedAlias:
     """``hybridsearch.search_vector(...)``: the vector TopK, nearest first."""
@@ -201,7 +210,7 @@ def search_keyword(
     collection: str,
     query: str,
     *,
-    top_k: int = 50,
+    top_k: int = TOP_K.default,
     filter: Mapping[str, Any] | None = None,
 ) -> TableValuedAlias:
     """``hybridsearch.search_keyword(...)``: the BM25 TopK, best first."""
@@ -220,12 +229,12 @@ def search_hybrid(
     embedding: Embedding | None,
     query: str | None,
     *,
-    top_k: int = 50,
+    top_k: int = TOP_K.default,
     filter: Mapping[str, Any] | None = None,
-    fusion: str = "rrf",
-    rrf_k: int = 60,
-    vector_weight: float = 1.0,
-    keyword_weight: float = 1.0,
+    fusion: FusionMethod = FUSION.default,
+    rrf_k: int = RRF_K.default,
+    vector_weight: float = VECTOR_WEIGHT.default,
+    keyword_weight: float = KEYWORD_WEIGHT.default,
 ) -> TableValuedAlias:
     """``hybridsearch.search_hybrid(...)``: the fused TopK with every stage's rank and score.
 
