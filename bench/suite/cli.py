@@ -22,7 +22,7 @@ from hybridsearch.config import Settings
 from hybridsearch.db import migrate
 from hybridsearch.db.connection import database_url
 
-from . import data, load, search
+from . import baseline, data, load, search
 from .report import ratios_from, table
 
 COLLECTION = "bench_suite"
@@ -85,12 +85,14 @@ def main() -> None:
         q_texts, q_vectors = texts[:n_queries], vectors[:n_queries]
         stage("hybrid TopK vs bare HNSW TopK")
         figures["hybrid"] = search.hybrid_vs_hnsw(conn, collection, q_texts, q_vectors, TOP_K)
-        stage("keyword TopK vs ts_rank_cd")
+        stage("keyword TopK vs ts_rank_cd and vs release 0.1.0")
+        baseline.install_v010(conn)
         figures["keyword"] = search.keyword_vs_ts_rank(conn, collection, q_texts, TOP_K)
-        stage("keyword TopK vs ts_rank_cd, content-word queries")
+        stage("keyword TopK vs ts_rank_cd and vs release 0.1.0, content-word queries")
         figures["keyword_content"] = search.keyword_vs_ts_rank(
             conn, collection, data.content_queries(n_queries), TOP_K
         )
+        baseline.drop_v010(conn)
         stage("filtered hybrid at 10 % and 1 %")
         figures["filtered"] = search.filtered(conn, collection, q_texts, q_vectors, TOP_K)
         if not args.no_models:

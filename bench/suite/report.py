@@ -12,6 +12,9 @@ TARGETS = {
     "hybrid_p50_vs_hnsw": ("<=", 2.0),
     "hybrid_p95_vs_hnsw": ("<=", 3.0),
     "keyword_p95_vs_ts_rank": ("<=", 0.2),
+    # issue 19, item 4: one keyword engine, as fast as 0.1.0's three
+    "keyword_p50_vs_v010": ("<=", 1.1),
+    "keyword_p95_vs_v010": ("<=", 1.1),
     "rerank_vs_bare": ("<=", 1.11),
 }
 PER_MILLION = 1_000_000
@@ -37,6 +40,9 @@ def ratios_from(f: dict[str, Any]) -> dict[str, float]:
         if key in f:
             kw = f[key]["ms"]
             r[f"{key}_p95_vs_ts_rank"] = ratio(kw["bm25"]["p95"], kw["ts_rank_cd"]["p95"])
+            if "bm25_v010" in kw:
+                for q in ("p50", "p95"):
+                    r[f"{key}_{q}_vs_v010"] = ratio(kw["bm25"][q], kw["bm25_v010"][q])
     if "keyword" in f:
         r["keyword_p50_vs_hnsw"] = ratio(
             f["keyword"]["ms"]["bm25"]["p50"], f["hybrid"]["ms"]["hnsw"]["p50"]
@@ -120,6 +126,16 @@ def table(f: dict[str, Any], r: dict[str, float]) -> str:
                 "ts_rank_cd " + _ms(f[key]["ms"]["ts_rank_cd"]),
                 f"{key}_p95_vs_ts_rank",
             )
+            if "bm25_v010" in f[key]["ms"]:
+                same = f[key]["identical_to_v010"]
+                add(
+                    f"keyword TopK={k} (BM25), {queries}, against release 0.1.0's"
+                    f" (identical rankings: {same}/{f[key]['ms']['bm25']['n']})",
+                    _ms(f[key]["ms"]["bm25"]),
+                    "0.1.0 " + _ms(f[key]["ms"]["bm25_v010"]),
+                    f"{key}_p50_vs_v010",
+                )
+                add("", "", "", f"{key}_p95_vs_v010")
     if "keyword" in f:
         add(
             f"keyword TopK={k} alone against the HNSW TopK: the hybrid runs both",

@@ -3,7 +3,8 @@
 * hybrid: ``hybridsearch.search_hybrid`` TopK against one bare HNSW TopK query at the
   ef_search search_vector uses (``greatest(200, K)``);
 * keyword: ``hybridsearch.search_keyword`` against the ts_rank_cd OR query of
-  bench/keyword.py (handed its tsquery ready-made, so parsing is timed for ours only);
+  bench/keyword.py (handed its tsquery ready-made, so parsing is timed for ours only),
+  and against release 0.1.0's (see baseline.py), whose rankings must be the same;
 * filtered hybrid at 10 % and 1 % selectivity against unfiltered hybrid, and how much of
   the exact filtered top K its vector leg finds;
 * HNSW recall@10 against exact search (a sort of every chunk), and the same for a halfvec
@@ -24,6 +25,7 @@ from psycopg.types.json import Jsonb
 from hybridsearch.bulk import analyze_sql
 from hybridsearch.collections import Collection
 
+from .baseline import V010_KEYWORD, same_ranking
 from .load import ANALYZER, index_name
 from .timing import interleaved, summary
 
@@ -103,21 +105,29 @@ def hybrid_vs_hnsw(
 def keyword_vs_ts_rank(
     conn: psycopg.Connection, collection: Collection, texts: list[str], k: int
 ) -> dict[str, Any]:
+    """Needs release 0.1.0's engine installed (baseline.install_v010)."""
     tsqueries = [conn.execute(TSQUERY, (ANALYZER, q)).fetchone()[0] for q in texts]  # type: ignore[index]
-    counts: list[int] = []
+    results: dict[str, list[Any]] = {"bm25": [], "bm25_v010": []}
     samples = interleaved(
         list(range(len(texts))),
         {
             "bm25": lambda i: conn.execute(KEYWORD, (collection.name, texts[i], k)).fetchall(),
+            "bm25_v010": lambda i: conn.execute(
+                V010_KEYWORD, (collection.name, texts[i], k, None)
+            ).fetchall(),
             "ts_rank_cd": lambda i: conn.execute(
                 TS_RANK, {"tsquery": tsqueries[i], "cid": collection.collection_id, "k": k}
             ).fetchall(),
         },
-        on_result=lambda name, rows: counts.append(len(rows)) if name == "bm25" else None,
+        on_result=lambda name, rows: results[name].append(rows) if name in results else None,
     )
     return {
         "ms": {name: summary(v) for name, v in samples.items()},
-        "mean_results": float(np.mean(counts)),
+        "mean_results": float(np.mean([len(rows) for rows in results["bm25"]])),
+        "identical_to_v010": sum(
+            same_ranking(ours, base)
+            for ours, base in zip(results["bm25"], results["bm25_v010"], strict=True)
+        ),
     }
 
 
