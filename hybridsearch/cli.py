@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from hybridsearch.collections import CollectionSettings
 from hybridsearch.errors import HybridSearchError
 from hybridsearch.eval.cli import register_eval_commands
 from hybridsearch.params import (
@@ -86,8 +88,6 @@ def _stop_embedded(settings: Any) -> None:
 
 
 def cmd_collections(args: argparse.Namespace) -> None:
-    from hybridsearch.collections import CollectionSettings
-
     with _client(args) as hs:
         if args.action == "create":
             settings = CollectionSettings(
@@ -208,27 +208,28 @@ def cmd_search(args: argparse.Namespace) -> None:
             vector_weight=args.vector_weight,
             keyword_weight=args.keyword_weight,
         )
+        empty_reason = _why_empty(hs, args) if not result.results else None
     if result.note:
         print(f"note: {result.note}", file=sys.stderr)
     if args.json:
         _print_json(result.to_dict())
         return
-    print(f"query: {result.query}")
-    for hit in result.results:
-        s = hit.scores
-        rerank = f" rerank={s.rerank:.3f}" if s.rerank is not None else ""
-        print(
-            f"{hit.rank}. [{hit.document_id}] fused={s.fused:.4f}{rerank} "
-            f"vector_rank={s.vector_rank} keyword_rank={s.keyword_rank}"
-        )
-        snippet = " ".join((hit.snippet or hit.text).split())
-        print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
-    t = result.timings_ms
-    load = f"load={t['load']:.1f}ms " if "load" in t else ""
-    print(
-        f"reranked={str(result.reranked).lower()} {load}embed={t['embed']:.1f}ms "
-        f"candidates={t['candidates']:.1f}ms rerank={t['rerank']:.1f}ms total={t['total']:.1f}ms"
-    )
+    from hybridsearch.cli_output import print_search_result
+
+    print_search_result(result, sys.stdout, empty_reason=empty_reason)
+
+
+def _why_empty(hs: Any, args: argparse.Namespace) -> str:
+    """Why a search found nothing, as far as can be told without another search."""
+    chunks = next((c.chunks for c in hs.list_collections() if c.name == args.collection), 0)
+    if chunks == 0:
+        return f"collection {args.collection} holds no documents yet; run `hybridsearch ingest`"
+    if args.mode == "keyword":
+        where = " that match the filter" if args.filter else ""
+        return f"no chunks{where} contain any searchable word of the query"
+    if args.filter:
+        return f"no chunk's metadata contains the filter {args.filter}"
+    return "nothing matched"
 
 
 # -- reranker ------------------------------------------------------------------------------
@@ -273,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hybridsearch", description="Hybrid search with reranking inside PostgreSQL."
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show model loading progress and reports (hidden by default)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser(
@@ -296,8 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--bm25-k1", type=float, default=1.2)
     create.add_argument("--bm25-b", type=float, default=0.75)
-    create.add_argument("--chunk-tokens", type=_positive_int, default=200)
-    create.add_argument("--overlap-tokens", type=_positive_int, default=40)
+    create.add_argument(
+        "--chunk-tokens", type=_positive_int, default=CollectionSettings.chunk_max_tokens
+    )
+    create.add_argument(
+        "--overlap-tokens", type=_positive_int, default=CollectionSettings.chunk_overlap_tokens
+    )
     create.add_argument("--query-prompt", help='prefix for queries, e.g. "query: "')
     create.add_argument("--document-prompt", help='prefix for documents, e.g. "passage: "')
     listing = coll_sub.add_parser("list")
@@ -361,8 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_model_loading() -> None:
+    """No weight-loading progress bars or load reports from transformers and the hub.
+
+    Environment variables, so that nothing heavy is imported here and an explicit setting
+    of the user's still wins.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        quiet_model_loading()
     try:
         args.func(args)
     except HybridSearchError as exc:

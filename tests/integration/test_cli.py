@@ -185,3 +185,29 @@ def test_a_flag_outside_its_declared_bounds_is_a_usage_error(cli_env: dict[str, 
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "argument --top-k: top_k must be an integer between 1 and 1000, got 0" in done.stderr
+
+
+def test_search_text_output_is_quiet_and_readable(
+    cli_env: dict[str, str], cli_collection: str
+) -> None:
+    done = run_cli(cli_env, "search", "--collection", cli_collection, "which animal uses tools")
+    assert done.returncode == 0, done.stderr
+    assert "Loading weights" not in done.stderr  # model loading is quiet without --verbose
+    assert "<mark>" not in done.stdout
+    assert "*tools*" in done.stdout  # the match, highlighted for a reader (not a terminal)
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--filter", '{"format": "pdf"}'], "no chunk's metadata contains the filter"),
+        (["--mode", "keyword", "zebras"], "no chunks contain any searchable word of the query"),
+    ],
+)
+def test_an_empty_result_says_why(
+    cli_env: dict[str, str], cli_collection: str, args: list[str], reason: str
+) -> None:
+    query = [] if args[-1] == "zebras" else ["otters"]
+    done = run_cli(cli_env, "search", "--collection", cli_collection, *args, *query)
+    assert done.returncode == 0, done.stderr
+    assert f"no results: {reason}" in done.stdout

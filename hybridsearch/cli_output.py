@@ -1,0 +1,66 @@
+"""How the command line shows a search to a person (``--json`` is for programs).
+
+Matches that ``hybridsearch.highlight`` wraps in ``<mark>`` are shown bold on a terminal
+and as ``*match*`` elsewhere; the JSON keeps the ``<mark>`` tags.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from hybridsearch.search import SearchResult
+
+_MARK = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
+_BOLD, _RESET = "\033[1m", "\033[0m"
+SNIPPET_CHARS = 240
+
+
+def terminal_snippet(marked: str, *, tty: bool) -> str:
+    """``marked`` on one line, its ``<mark>`` matches bold (``tty``) or starred."""
+    flat = " ".join(marked.split())
+    cut = len(_MARK.sub(r"\1", flat)) > SNIPPET_CHARS
+    shown = _shorten(flat, SNIPPET_CHARS)
+    replacement = rf"{_BOLD}\1{_RESET}" if tty else r"*\1*"
+    return _MARK.sub(replacement, shown) + ("…" if cut else "")
+
+
+def _shorten(marked: str, limit: int) -> str:
+    """The first ``limit`` visible characters of ``marked``, its tags kept balanced."""
+    out: list[str] = []
+    visible = 0
+    for piece in re.split(r"(</?mark>)", marked):
+        if piece in ("<mark>", "</mark>"):
+            out.append(piece)
+            continue
+        out.append(piece[: max(0, limit - visible)])
+        visible += len(piece)
+    text = "".join(out)
+    return text if text.count("<mark>") == text.count("</mark>") else text + "</mark>"
+
+
+def print_search_result(
+    result: SearchResult, out: TextIO, *, empty_reason: str | None = None
+) -> None:
+    """The TopN, one block per hit, then the stage timings."""
+    tty = out.isatty()
+    print(f"query: {result.query}", file=out)
+    if not result.results:
+        print(f"no results{f': {empty_reason}' if empty_reason else ''}", file=out)
+    for hit in result.results:
+        s = hit.scores
+        rerank = f" rerank={s.rerank:.3f}" if s.rerank is not None else ""
+        print(
+            f"{hit.rank}. [{hit.document_id}] fused={s.fused:.4f}{rerank} "
+            f"vector_rank={s.vector_rank} keyword_rank={s.keyword_rank}",
+            file=out,
+        )
+        print(f"   {terminal_snippet(hit.snippet or hit.text, tty=tty)}", file=out)
+    t = result.timings_ms
+    load = f"load={t['load']:.1f}ms " if "load" in t else ""
+    print(
+        f"reranked={str(result.reranked).lower()} {load}embed={t['embed']:.1f}ms "
+        f"candidates={t['candidates']:.1f}ms rerank={t['rerank']:.1f}ms total={t['total']:.1f}ms",
+        file=out,
+    )
