@@ -3,6 +3,42 @@
 -- The current source of these functions (see sql/README.md): edit here, and ship the
 -- change in a new alembic revision.
 
+-- Per query term, a Poisson law of its tf in a chunk whose rate makes P(tf >= 1) the
+-- term's df / N (about exp(-idf)): for f from 0 to m + 1 (m: the highest max_tf of the
+-- terms), ln P(tf = f) and the tail P(tf >= f), 0 above the term's own max_tf, both at
+-- [(t - 1) * (m + 2) + f + 1]; ln P is NULL at m + 1, which no sum reaches. Term
+-- coverage estimates with these how many chunks a fetch returns: they decide what a
+-- fetch costs, never which chunks the query finds.
+CREATE OR REPLACE FUNCTION hybridsearch.keyword_tf_tails(p_idf double precision[],
+                                                        p_max_tf integer[])
+RETURNS TABLE (ln_p double precision[], tail double precision[])
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    WITH levels AS (
+        -- f and ln f!, for f up to the highest max_tf (NULL at the one above)
+        SELECT f.f, CASE WHEN f.f <= m.top THEN sum(ln(greatest(f.f, 1))) OVER (ORDER BY f.f)
+                    END AS log_factorial
+        FROM (SELECT max(x) AS top FROM unnest(p_max_tf) AS x) AS m
+        CROSS JOIN generate_series(0, m.top + 1) AS f(f)
+    ),
+    law AS (
+        SELECT q.i, q.max_tf, l.f, ln(r.rate) * l.f - r.rate - l.log_factorial AS ln_p
+        FROM unnest(p_idf, p_max_tf) WITH ORDINALITY AS q(idf, max_tf, i)
+        CROSS JOIN LATERAL (SELECT -ln(1 - least(exp(-q.idf), 0.999)) AS rate) AS r
+        CROSS JOIN levels AS l
+    )
+    SELECT array_agg(p.ln_p ORDER BY p.i, p.f),
+           array_agg(CASE WHEN p.f > p.max_tf THEN 0 ELSE greatest(1 - p.below, 0) END
+                     ORDER BY p.i, p.f)
+    FROM (
+        SELECT law.*,
+               coalesce(sum(CASE WHEN law.ln_p < -700 THEN 0 ELSE exp(law.ln_p) END)
+                            OVER (PARTITION BY law.i ORDER BY law.f
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS below
+        FROM law
+    ) AS p;
+$$;
+
 -- The tf-level keys (see hybridsearch.tf_level_key) of the chunks holding term
 -- p_terms[t] at tf p_levels[t] or more, for each term whose level is not NULL; a level
 -- inside a tf bucket takes the whole bucket.
@@ -17,23 +53,24 @@ AS $$
     WHERE t.level IS NOT NULL;
 $$;
 
--- Exact top K by BM25 for queries of plain words, at most 8 (one subset of them per bit
--- of a mask; search_keyword sends it up to 5), optionally restricted to chunks whose
--- metadata contains p_filter and to tenant p_tenant, by term coverage: which of
--- the query terms a chunk holds, and how often. On short queries most chunks hold one
--- term at tf 1, and the top K hold several, or one often; impact tiers would visit
--- every posting of every term before their bound dropped (the weights within a term's
--- posting list are nearly flat), while a GIN scan with one key per term intersects the
--- lists inside the index and visits the heap only for chunks holding all of them. Its
--- keys are tf-level keys (hybridsearch.tf_level_key): each term t of the subset, and some
--- '>=f t' for the levels below, so one visit is one GIN scan of a few posting lists.
--- Fetched chunks are scored exactly from term_freqs and merged into the top K; the
--- threshold is its K-th score (0 until K).
+-- Exact top K by BM25 for queries of at most 8 terms (one subset of them per bit of a
+-- mask; search_keyword sends it up to 5), with search_keyword's arguments and the
+-- statistics of keyword_statistics (terms by idf, highest first), by term coverage:
+-- which of the query terms a chunk holds, and how often. On short queries most chunks
+-- hold one term at tf 1, and the top K hold several, or one often; impact tiers would
+-- visit every posting of every term before their bound dropped (the weights within a
+-- term's posting list are nearly flat), while a GIN scan with one key per term intersects
+-- the lists inside the index and visits the heap only for chunks holding all of them.
+-- Its keys are tf-level keys (hybridsearch.tf_level_key): each term t of the subset, and
+-- some '>=f t' for the levels below, so one visit is one GIN scan of a few posting lists.
+-- Fetched chunks that the query admits (keyword_admits) are scored exactly from
+-- term_freqs and merged into the top K; the threshold is its K-th score (0 until K).
 --
 --   1. Each subset S of the terms bounds the chunks holding S: every term at its max_tf
 --      and the shortest length; a second, lower bound (every term at tf 1) covers the
 --      chunks whose terms of S are all at tf 1. Subsets are visited best bound first,
---      until a bound falls below the threshold.
+--      until a bound falls below the threshold. Only subsets holding every word of the
+--      required phrases are visited: no other chunk is admitted.
 --   2. The first visit of S fetches the chunks holding every term of S where some term
 --      t reaches a level: the levels start above each max_tf and come down, rare terms
 --      first, until a chunk below all of them scores under the threshold. The second
@@ -60,12 +97,13 @@ $$;
 --      most subsets of three or more terms) is fetched whole on its first visit, which
 --      then stands for both: two visits read the subset's posting lists twice, and one
 --      that scores a few more chunks reads them once. If that fetch is capped, the visit
---      goes by levels after all. (At 1M chunks, p50/p95 12.3/42 -> 9.3/30 ms.)
+--      goes by levels after all.
 --   7. Each fetch weighs, for each term of S but the rarest, reading its posting list
 --      against scoring the chunks it would filter out, and leaves the cheaper one to GIN:
 --      without the term, the fetch returns a superset of its chunks, all scored exactly.
---      (At 1M chunks this took p50/p95 from 9/29 to 7.5/25 ms, against a fixed rule of
---      leaving out terms held by more than half the chunks.)
+--
+-- p_max_length is not used: the arguments are keyword_topk_impacts', so that the two
+-- are called alike.
 CREATE OR REPLACE FUNCTION hybridsearch.keyword_topk_coverage(
     p_collection_id integer,
     p_terms text[],
@@ -75,14 +113,21 @@ CREATE OR REPLACE FUNCTION hybridsearch.keyword_topk_coverage(
     p_b double precision,
     p_avglen double precision,
     p_min_length integer,
+    p_max_length integer,
     p_chunks double precision,
     p_top_k integer,
+    p_required tsquery,
+    p_excluded tsquery,
     p_filter jsonb,
     p_tenant text
 )
 RETURNS TABLE (chunk_id bigint, score double precision)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET enable_seqscan = off
+-- Each statement is planned once a session, for any keys: custom plans, made again for
+-- every fetch of every call, would cost more than the fetch gains from them (the visits'
+-- keys are GIN conditions whichever their values).
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_m          integer := cardinality(p_terms);
@@ -90,6 +135,10 @@ DECLARE
     -- the weight of term t at tf f (0 .. v_maxtf, capped at its max_tf) and the shortest
     -- length, at v_w[(t - 1) * (v_maxtf + 1) + f + 1]
     v_w          double precision[];
+    -- the terms of the required phrases (bits), which every subset visited holds
+    v_required   integer := (SELECT coalesce(sum(1 << (r.i - 1)), 0)
+                             FROM unnest(hybridsearch.keyword_required_terms(p_terms, p_required))
+                                      AS r(i));
     -- subsets of the terms (bit masks), best bound first
     v_masks      integer[];
     v_bounds     double precision[];
@@ -118,12 +167,9 @@ DECLARE
     v_levels     integer[];
     v_pick       integer;
     v_pick_term  integer;
-    -- per term, the rate of a Poisson law with the term's document frequency (the
-    -- chance of tf >= 1 is df / N, about exp(-idf)); ln(f!) at [f + 1]
-    v_rate       double precision[];
-    v_log_factorial double precision[];
-    -- per term, the chance of tf >= f under that law (0 above its max_tf), at
-    -- [(t - 1) * (v_maxtf + 2) + f + 1] for f from 0 to v_maxtf + 1
+    -- per term, ln P(tf = f) and P(tf >= f) under a Poisson law of its tf (see
+    -- keyword_tf_tails), at [(t - 1) * (v_maxtf + 2) + f + 1] for f from 0 to v_maxtf + 1
+    v_ln_p       double precision[];
     v_tail       double precision[];
     -- how many chunks a fetch may be expected to hold, by those chances, when the
     -- threshold alone would have the levels come down further (see step 3 above)
@@ -141,6 +187,10 @@ DECLARE
     v_top_ids    bigint[] := '{}';
     v_top_scores double precision[] := '{}';
 BEGIN
+    IF v_m > 8 THEN
+        RAISE EXCEPTION 'term coverage takes at most 8 terms, got %', v_m
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT array_agg(CASE WHEN f.f = 0 THEN 0 ELSE q.idf * hybridsearch.bm25_weight(
                          least(f.f, q.max_tf), p_min_length, p_avglen, p_k1, p_b) END
                      ORDER BY q.i, f.f)
@@ -148,27 +198,8 @@ BEGIN
     FROM unnest(p_idf, p_max_tf) WITH ORDINALITY AS q(idf, max_tf, i)
     CROSS JOIN generate_series(0, v_maxtf) AS f(f);
 
-    SELECT array_agg(-ln(1 - least(exp(-q.idf), 0.999)) ORDER BY q.i)
-    INTO v_rate
-    FROM unnest(p_idf) WITH ORDINALITY AS q(idf, i);
-    SELECT array_agg(coalesce((SELECT sum(ln(i)) FROM generate_series(1, f.f) AS i), 0)
-                     ORDER BY f.f)
-    INTO v_log_factorial
-    FROM generate_series(0, v_maxtf) AS f(f);
-    SELECT array_agg(CASE WHEN p.f > p.max_tf THEN 0 ELSE greatest(1 - p.below, 0) END
-                     ORDER BY p.i, p.f)
-    INTO v_tail
-    FROM (
-        SELECT q.i, q.max_tf, f.f,
-               coalesce(sum(CASE WHEN x.ln_p < -700 THEN 0 ELSE exp(x.ln_p) END)
-                            OVER (PARTITION BY q.i ORDER BY f.f
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS below
-        FROM unnest(v_rate, p_max_tf) WITH ORDINALITY AS q(rate, max_tf, i)
-        CROSS JOIN generate_series(0, v_maxtf + 1) AS f(f)
-        -- ln P(tf = f); NULL for f = v_maxtf + 1, which no sum reaches
-        CROSS JOIN LATERAL (SELECT ln(q.rate) * f.f - q.rate - v_log_factorial[f.f + 1]
-                            AS ln_p) AS x
-    ) AS p;
+    SELECT t.ln_p, t.tail INTO v_ln_p, v_tail
+    FROM hybridsearch.keyword_tf_tails(p_idf, p_max_tf) AS t;
 
     -- Each subset is visited twice: for its chunks with a term at tf >= 2 (bound: every
     -- term at its max_tf) and for all its chunks (bound: every term at tf 1), so the
@@ -185,7 +216,7 @@ BEGIN
         FROM generate_series(1, (1 << v_m) - 1) AS m(mask)
         CROSS JOIN (VALUES (false), (true)) AS a(fetch_all)
         CROSS JOIN generate_series(1, v_m) AS t(i)
-        WHERE m.mask & (1 << (t.i - 1)) <> 0
+        WHERE m.mask & (1 << (t.i - 1)) <> 0 AND m.mask & v_required = v_required
         GROUP BY m.mask, a.fetch_all
     ) AS s
     WHERE s.fetch_all OR s.max_tf >= 2;
@@ -235,8 +266,7 @@ BEGIN
                     ORDER BY ln(greatest(v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i]]
                                          - v_w[(t.i - 1) * (v_maxtf + 1) + v_levels[t.i] - 1],
                                          1e-300))
-                             - (ln(v_rate[t.i]) * (v_levels[t.i] - 1) - v_rate[t.i]
-                                - v_log_factorial[v_levels[t.i]]) DESC, t.i
+                             - v_ln_p[(t.i - 1) * (v_maxtf + 2) + v_levels[t.i]] DESC, t.i
                     LIMIT 1;
                     EXIT WHEN v_pick IS NULL;
                     -- Within the budget? Else stop here, and raise v_eff to what a chunk
@@ -312,20 +342,17 @@ BEGIN
                 v_fetched := 0;
                 v_cap := NULL;
             ELSE
-                WITH fetched AS MATERIALIZED (
-                    SELECT c.chunk_id AS id,
-                           (SELECT sum(q.idf * hybridsearch.bm25_weight(
-                                       (d.term_freqs ->> q.term)::double precision, c.term_count,
-                                       p_avglen, p_k1, p_b))
-                            FROM unnest(p_terms, p_idf) AS q(term, idf)) AS score
+                WITH visited AS (
+                    SELECT c.chunk_id AS id, e.score
                     FROM hybridsearch.chunks AS c
-                    CROSS JOIN LATERAL hybridsearch.detoasted(c.term_freqs) AS d(term_freqs)
+                    CROSS JOIN LATERAL hybridsearch.bm25_score(
+                        c.term_freqs, c.term_count, p_terms, p_idf, p_k1, p_b, p_avglen) AS e
                     WHERE c.collection_id = p_collection_id
                       -- a key per term, as eight conditions rather than one @> (GIN steps
                       -- through separate keys faster); past the subset's size, the first
                       -- again. The levels come first: GIN advances the keys in their order,
                       -- each past the last one's item, so the first key sets the pace, and
-                      -- the levels' lists are mostly the shorter (at 1M chunks, p95 42 -> 39 ms).
+                      -- the levels' lists are mostly the shorter.
                       AND c.impacts && v_level_keys
                       AND c.impacts && ARRAY[v_holds_all[1]]
                       AND c.impacts && ARRAY[coalesce(v_holds_all[2], v_holds_all[1])]
@@ -335,27 +362,19 @@ BEGIN
                       AND c.impacts && ARRAY[coalesce(v_holds_all[6], v_holds_all[1])]
                       AND c.impacts && ARRAY[coalesce(v_holds_all[7], v_holds_all[1])]
                       AND c.impacts && ARRAY[coalesce(v_holds_all[8], v_holds_all[1])]
-                      AND (p_filter IS NULL OR c.metadata @> p_filter)
-                      AND (p_tenant IS NULL OR c.tenant_id = p_tenant)
+                      AND hybridsearch.keyword_admits(c.fts, c.metadata, c.tenant_id, p_required,
+                                                      p_excluded, p_filter, p_tenant)
                     LIMIT v_cap
-                ),
-                merged AS (
-                    -- a chunk is fetched again by every subset of its terms that is visited
-                    SELECT m.id, max(m.score) AS score
-                    FROM (SELECT * FROM unnest(v_top_ids, v_top_scores) AS b(id, score)
-                          UNION ALL
-                          SELECT * FROM fetched) AS m
-                    GROUP BY m.id
-                    ORDER BY score DESC, m.id
-                    LIMIT p_top_k
                 )
-                SELECT coalesce(array_agg(merged.id ORDER BY merged.score DESC, merged.id),
-                                '{}'),
-                       coalesce(array_agg(merged.score ORDER BY merged.score DESC, merged.id),
-                                '{}'),
-                       (SELECT count(*) FROM fetched)
+                -- a chunk is fetched again by every subset of its terms that is visited:
+                -- the merge counts it once
+                SELECT m.ids, m.scores, f.n
                 INTO v_top_ids, v_top_scores, v_fetched
-                FROM merged;
+                FROM (SELECT array_agg(visited.id) AS ids, array_agg(visited.score) AS scores,
+                             count(*) AS n
+                      FROM visited) AS f
+                CROSS JOIN LATERAL hybridsearch.keyword_topk_merge(
+                    v_top_ids, v_top_scores, f.ids, f.scores, p_top_k) AS m;
             END IF;
 
             v_kth := coalesce(v_top_scores[p_top_k], 0);

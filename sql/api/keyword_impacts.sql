@@ -3,8 +3,9 @@
 -- The current source of these functions (see sql/README.md): edit here, and ship the
 -- change in a new alembic revision.
 
--- Exact top K by BM25 over the impact tiers (see hybridsearch.impact_keys), for
--- queries made of plain words. A threshold algorithm over score-ordered blocks:
+-- Exact top K by BM25 over the impact tiers (see hybridsearch.impact_keys), for any query
+-- (search_keyword's arguments, with the statistics of keyword_statistics; terms by idf,
+-- highest first). A threshold algorithm over score-ordered blocks:
 --
 --   1. Every (term, tf bucket, length bucket) tier gets a bound: the term's idf times
 --      its BM25 weight at the bucket's highest tf (at most the term's max_tf) and the
@@ -12,7 +13,8 @@
 --   2. Rounds visit the unvisited tiers with the best bounds through the GIN index and
 --      add each posting's contribution, computed from its tf bucket and the chunk's
 --      real length, to the chunk's lower bound; tf buckets above 8 add their lowest
---      weight and keep the gap to their highest.
+--      weight and keep the gap to their highest. Only chunks the query admits
+--      (keyword_admits) become candidates.
 --   3. A chunk can still gain, for each term it has not been seen with, at most that
 --      term's best unvisited bound. A chunk whose upper bound is below the K-th lower
 --      bound is dropped; a chunk never seen cannot beat the sum of those bounds, and
@@ -21,8 +23,10 @@
 --      until the K-th exact score beats every remaining upper bound.
 --
 -- Postings are read from GIN posting lists and the narrow heap rows (term_count),
--- never the TOASTed columns, except for the final exact scoring of a few candidates.
--- Terms come sorted by idf, highest first; at most 62 (one bit each in a bigint).
+-- never the TOASTed columns, except for the final exact scoring of a few candidates and
+-- the tests of required phrases and exclusions; with a required phrase, GIN intersects
+-- every lookup with its rarest word first. p_chunks is not used: the arguments are
+-- keyword_topk_coverage's, so that the two are called alike.
 CREATE OR REPLACE FUNCTION hybridsearch.keyword_topk_impacts(
     p_collection_id integer,
     p_terms text[],
@@ -33,7 +37,10 @@ CREATE OR REPLACE FUNCTION hybridsearch.keyword_topk_impacts(
     p_avglen double precision,
     p_min_length integer,
     p_max_length integer,
+    p_chunks double precision,
     p_top_k integer,
+    p_required tsquery,
+    p_excluded tsquery,
     p_filter jsonb,
     p_tenant text
 )
@@ -54,7 +61,8 @@ DECLARE
     v_last       integer;
     -- Per term, the bound of its best unvisited tier (0 once all are visited); and what
     -- the terms a chunk was not seen with can still add, by its bits for terms 1-7
-    -- (v_unseen_low) and 8-14 (v_unseen_high, which adds all terms after the 14th).
+    -- (v_unseen_low) and 8-14 (v_unseen_high, which adds all terms after the 14th: a
+    -- chunk has no bit for those, and counts as unseen with them).
     v_upper      double precision[];
     v_unseen_low double precision[];
     v_unseen_high double precision[];
@@ -66,11 +74,18 @@ DECLARE
     v_seen       bigint[] := '{}';
     v_high       double precision[] := '{}';
     v_floor      double precision := 0;  -- the K-th best lower bound so far
+    -- The rarest word of the required phrases, as a GIN key; NULL without one.
+    v_required   text[] := (SELECT ARRAY[p_terms[r.i[1]]]
+                            FROM (SELECT hybridsearch.keyword_required_terms(
+                                             p_terms, p_required) AS i) AS r
+                            WHERE cardinality(r.i) > 0);
     -- Exact scoring of the final candidates.
     v_batch      integer := greatest(2 * p_top_k, 100);
     v_done       integer := 0;
     v_top_ids    bigint[] := '{}';
     v_top_scores double precision[] := '{}';
+    v_new_ids    bigint[];
+    v_new_scores double precision[];
 BEGIN
     -- (the bucket ranges are computed once, not once per term)
     WITH tf_buckets AS MATERIALIZED (
@@ -136,7 +151,7 @@ BEGIN
                    w.idf * (hybridsearch.bm25_weight(t.tf_high, c.term_count, p_avglen, p_k1, p_b)
                             - hybridsearch.bm25_weight(t.tf_low, c.term_count, p_avglen, p_k1, p_b))
                        AS gap,
-                   1::bigint << (t.term - 1) AS seen
+                   CASE WHEN t.term <= 14 THEN 1::bigint << (t.term - 1) ELSE 0 END AS seen
             FROM (
                 -- the round's tiers of one term and tf bucket differ only in length
                 -- bucket, which term_count gives exactly: one lookup takes them all
@@ -152,8 +167,9 @@ BEGIN
                 FROM hybridsearch.chunks AS c
                 WHERE c.collection_id = p_collection_id
                   AND c.impacts && t.keys
-                  AND (p_filter IS NULL OR c.metadata @> p_filter)
-                  AND (p_tenant IS NULL OR c.tenant_id = p_tenant)
+                  AND (v_required IS NULL OR c.impacts && v_required)
+                  AND hybridsearch.keyword_admits(c.fts, c.metadata, c.tenant_id, p_required,
+                                                  p_excluded, p_filter, p_tenant)
                 OFFSET 0  -- a fence: index lookups per tier group, never a join over chunks
             ) AS c
         ),
@@ -198,24 +214,14 @@ BEGIN
         EXIT WHEN v_done >= cardinality(v_ids) OR v_high[v_done + 1] < v_floor;
         EXIT WHEN cardinality(v_top_ids) = p_top_k
               AND v_top_scores[p_top_k] > v_high[v_done + 1];
-        WITH scored AS (
-            SELECT e.chunk_id AS id, e.score
-            FROM hybridsearch.bm25_scores(
-                p_collection_id, v_ids[v_done + 1:v_done + v_batch], p_terms, p_idf,
-                p_k1, p_b, p_avglen) AS e
-        ),
-        merged AS (
-            SELECT m.id, m.score
-            FROM (SELECT * FROM unnest(v_top_ids, v_top_scores) AS b(id, score)
-                  UNION ALL
-                  SELECT * FROM scored) AS m
-            ORDER BY m.score DESC, m.id
-            LIMIT p_top_k
-        )
-        SELECT array_agg(merged.id ORDER BY merged.score DESC, merged.id),
-               array_agg(merged.score ORDER BY merged.score DESC, merged.id)
+        SELECT array_agg(e.chunk_id), array_agg(e.score)
+        INTO v_new_ids, v_new_scores
+        FROM hybridsearch.bm25_scores(p_collection_id, v_ids[v_done + 1:v_done + v_batch],
+                                      p_terms, p_idf, p_k1, p_b, p_avglen) AS e;
+        SELECT m.ids, m.scores
         INTO v_top_ids, v_top_scores
-        FROM merged;
+        FROM hybridsearch.keyword_topk_merge(v_top_ids, v_top_scores, v_new_ids, v_new_scores,
+                                             p_top_k) AS m;
         v_done := v_done + v_batch;
         -- Most queries stop within the first batches; those that do not have many
         -- candidates left, and larger batches spend less on merging per candidate.

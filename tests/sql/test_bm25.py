@@ -12,6 +12,7 @@ import bm25s
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from hybridsearch.eval.beir import load_qrels, load_queries
@@ -79,24 +80,49 @@ def _reference(conn: psycopg.Connection, name: str) -> tuple[list[str], bm25s.BM
     return ids, retriever
 
 
+# One algorithm of search_keyword called directly, with the statistics search_keyword
+# would hand it (see tests/sql/test_keyword_pruning.py), top 10.
+ALGORITHM = """
+SELECT r.chunk_id, r.score, r.n
+FROM hybridsearch.collections AS k
+CROSS JOIN LATERAL hybridsearch.parse_keyword_query(k.analyzer, %(query)s) AS q
+CROSS JOIN LATERAL hybridsearch.keyword_statistics(k.collection_id, q.terms) AS s
+CROSS JOIN LATERAL hybridsearch.{}(
+    k.collection_id, s.terms, s.idf, s.max_tf, k.bm25_k1, k.bm25_b, s.avglen, s.min_length,
+    s.max_length, s.chunks, 10, q.required, q.excluded, NULL, NULL)
+    WITH ORDINALITY AS r(chunk_id, score, n)
+WHERE k.name = %(name)s
+"""
+
+
+@pytest.mark.parametrize(
+    "entry", ["search_keyword", "keyword_topk_coverage", "keyword_topk_impacts"]
+)
 def test_congruent_with_reference_bm25(
-    conn: psycopg.Connection, scifact_keyword: str, scifact_dir: Path
+    conn: psycopg.Connection, scifact_keyword: str, scifact_dir: Path, entry: str
 ) -> None:
     ids, reference = _reference(conn, scifact_keyword)
     queries = load_queries(scifact_dir / "queries.jsonl")
     qrels = load_qrels(scifact_dir / "qrels" / "train.tsv")
+    ranked = (
+        "SELECT chunk_id, keyword_score AS score, keyword_rank AS n"
+        " FROM hybridsearch.search_keyword(%(name)s, %(query)s, 10)"
+        if entry == "search_keyword"
+        else sql.SQL(ALGORITHM).format(sql.Identifier(entry)).as_string(conn)
+    )
     overlaps = []
     for qid in list(qrels)[:QUERIES]:
         terms = conn.execute(
             "SELECT (hybridsearch.parse_keyword_query('mixed', %s)).terms", (queries[qid],)
         ).fetchone()[0]
+        if entry == "keyword_topk_coverage" and len(terms) > 8:
+            continue  # what term coverage takes at most
         ours = conn.execute(
-            "SELECT d.external_id, k.keyword_score"
-            " FROM hybridsearch.search_keyword(%s, %s, 10) k"
+            f"SELECT d.external_id, k.score FROM ({ranked}) k"
             " JOIN hybridsearch.chunks c USING (chunk_id)"
             " JOIN hybridsearch.documents d USING (collection_id, document_id)"
-            " ORDER BY k.keyword_rank",
-            (scifact_keyword, queries[qid]),
+            " ORDER BY k.n",
+            {"name": scifact_keyword, "query": queries[qid]},
         ).fetchall()
         scores = reference.get_scores(terms)
         top = np.argsort(-scores, kind="stable")[:10]
@@ -106,6 +132,7 @@ def test_congruent_with_reference_bm25(
         by_id = dict(zip(ids, scores, strict=True))
         for doc, score in ours:
             assert score == pytest.approx(by_id[doc] * 2.2, rel=1e-6)
+    assert len(overlaps) >= 20
     assert sum(overlaps) / len(overlaps) >= 0.95
 
 
