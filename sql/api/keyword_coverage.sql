@@ -136,9 +136,11 @@ DECLARE
     -- length, at v_w[(t - 1) * (v_maxtf + 1) + f + 1]
     v_w          double precision[];
     -- the terms of the required phrases (bits), which every subset visited holds
-    v_required   integer := (SELECT coalesce(sum(1 << (r.i - 1)), 0)
-                             FROM unnest(hybridsearch.keyword_required_terms(p_terms, p_required))
-                                      AS r(i));
+    v_required   integer := CASE WHEN p_required IS NULL THEN 0 ELSE
+                                (SELECT coalesce(sum(1 << (r.i - 1)), 0)
+                                 FROM unnest(hybridsearch.keyword_required_terms(
+                                                 p_terms, p_required)) AS r(i))
+                            END;
     -- subsets of the terms (bit masks), best bound first
     v_masks      integer[];
     v_bounds     double precision[];

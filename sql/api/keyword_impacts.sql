@@ -75,10 +75,12 @@ DECLARE
     v_high       double precision[] := '{}';
     v_floor      double precision := 0;  -- the K-th best lower bound so far
     -- The rarest word of the required phrases, as a GIN key; NULL without one.
-    v_required   text[] := (SELECT ARRAY[p_terms[r.i[1]]]
-                            FROM (SELECT hybridsearch.keyword_required_terms(
-                                             p_terms, p_required) AS i) AS r
-                            WHERE cardinality(r.i) > 0);
+    v_required   text[] := CASE WHEN p_required IS NOT NULL THEN
+                                (SELECT ARRAY[p_terms[r.i[1]]]
+                                 FROM (SELECT hybridsearch.keyword_required_terms(
+                                                  p_terms, p_required) AS i) AS r
+                                 WHERE cardinality(r.i) > 0)
+                            END;
     -- Exact scoring of the final candidates.
     v_batch      integer := greatest(2 * p_top_k, 100);
     v_done       integer := 0;
