@@ -31,13 +31,17 @@ def _shorten(marked: str, limit: int) -> str:
     out: list[str] = []
     visible = 0
     for piece in re.split(r"(</?mark>)", marked):
+        if visible >= limit:
+            break
         if piece in ("<mark>", "</mark>"):
             out.append(piece)
             continue
-        out.append(piece[: max(0, limit - visible)])
+        out.append(piece[: limit - visible])
         visible += len(piece)
     text = "".join(out)
-    return text if text.count("<mark>") == text.count("</mark>") else text + "</mark>"
+    if text.count("<mark>") > text.count("</mark>"):
+        text += "</mark>"
+    return text.replace("<mark></mark>", "")
 
 
 def print_search_result(

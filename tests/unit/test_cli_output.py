@@ -16,3 +16,8 @@ def test_a_long_snippet_is_cut_at_visible_characters_with_its_marks_closed() -> 
     shown = terminal_snippet(marked, tty=False)
     assert shown == "x" * (SNIPPET_CHARS - 3) + " *gl*…"
     assert terminal_snippet("short", tty=False) == "short"
+
+
+def test_marks_after_the_cut_leave_no_empty_highlight() -> None:
+    marked = "y" * SNIPPET_CHARS + " <mark>late</mark> and <mark>later</mark>"
+    assert terminal_snippet(marked, tty=False) == "y" * SNIPPET_CHARS + "…"
