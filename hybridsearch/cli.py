@@ -248,15 +248,25 @@ def cmd_reranker(args: argparse.Namespace) -> None:
         limit_queries=args.limit_queries,
         negatives_per_query=args.negatives,
     )
+    from tqdm import tqdm
+
     print(f"fine-tuning {args.base} on {len(pairs)} pairs for {args.steps} steps", file=sys.stderr)
-    out = fine_tune_cross_encoder(
-        args.base,
-        pairs,
-        Path(args.out),
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-    )
+    # On a terminal only (disable=None): a log or a pipe gets the two summary lines.
+    with tqdm(total=args.steps, desc="reranker train", unit="step", disable=None) as bar:
+
+        def on_step(done: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.update(done - bar.n)
+
+        out = fine_tune_cross_encoder(
+            args.base,
+            pairs,
+            Path(args.out),
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            on_step=on_step,
+        )
     print(out)
 
 

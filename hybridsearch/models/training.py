@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,7 @@ def fine_tune_cross_encoder(
     seed: int = 0,
     device: str = "cpu",
     head_learning_rate: float | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> Path:
     """Train a one-logit cross-encoder with binary cross-entropy and save it to ``output_dir``.
 
@@ -116,6 +117,8 @@ def fine_tune_cross_encoder(
     ``head_learning_rate`` applies to the classification head only. It defaults to
     ``learning_rate``, or 10x that when ``base_model`` has no trained head yet: a freshly
     initialised head barely moves in a few hundred steps at an encoder's rate.
+
+    ``on_step(steps_done, loss)`` is called after every step (for a progress bar).
     """
     checked = _check_pairs(pairs)
     rates = [learning_rate] if head_learning_rate is None else [learning_rate, head_learning_rate]
@@ -168,6 +171,8 @@ def fine_tune_cross_encoder(
         optimizer.step()
         scheduler.step()
         running, count = running + float(loss.detach()), count + 1
+        if on_step is not None:
+            on_step(step + 1, float(loss.detach()))
         if count == 25 or step + 1 == max_steps:
             logger.info("step %d/%d: mean loss %.4f", step + 1, max_steps, running / count)
             running, count = 0.0, 0

@@ -227,6 +227,22 @@ def test_fine_tune_rejects_bad_pairs(tmp_path: Path) -> None:
         fine_tune_cross_encoder(str(minilm_path()), [("q", "p", 0.5), ("q", "n", 0.0)], tmp_path)
 
 
+def test_fine_tune_reports_every_step(tmp_path: Path) -> None:
+    pairs = [("sea otters", "Otters use tools.", 1.0), ("sea otters", "Glaciers move.", 0.0)]
+    steps: list[tuple[int, float]] = []
+    fine_tune_cross_encoder(
+        str(minilm_path()),
+        pairs,
+        tmp_path,
+        max_steps=3,
+        batch_size=2,
+        max_length=16,
+        on_step=lambda done, loss: steps.append((done, loss)),
+    )
+    assert [done for done, _ in steps] == [1, 2, 3]
+    assert all(loss > 0 for _, loss in steps)  # binary cross-entropy of an untrained head
+
+
 def _held_out_pairwise_accuracy(reranker: Reranker, queries: int = 30, negatives: int = 5) -> float:
     """Share of (relevant, random) passage pairs ranked correctly for TRAIN queries that
     :func:`build_test_reranker` did not train on."""
