@@ -184,6 +184,14 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         raise SystemExit(EXIT_PARTIAL)
 
 
+def cmd_embed(args: argparse.Namespace) -> None:
+    """Print a query's embedding as a pgvector literal, for SQL users (psql -v q=...)."""
+    with _client(args) as hs:
+        embedder = hs.embedder(hs.get_collection(args.collection))
+        vector = embedder.embed_query(args.text)
+    print("[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]")
+
+
 def cmd_delete(args: argparse.Namespace) -> None:
     with _client(args) as hs:
         deleted = hs.delete_documents(args.collection, args.ids)
@@ -343,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("paths", nargs="+")
     ingest.set_defaults(func=cmd_ingest)
+
+    embed = sub.add_parser(
+        "embed", help="print a query's embedding (collection's model) as a pgvector literal"
+    )
+    embed.add_argument("--collection", required=True)
+    embed.add_argument("text")
+    embed.set_defaults(func=cmd_embed)
 
     delete = sub.add_parser("delete", help="delete documents by external id")
     delete.add_argument("--collection", required=True)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hybridsearch import HybridSearch
@@ -211,3 +212,21 @@ def test_an_empty_result_says_why(
     done = run_cli(cli_env, "search", "--collection", cli_collection, *args, *query)
     assert done.returncode == 0, done.stderr
     assert f"no results: {reason}" in done.stdout
+
+
+def test_embed_prints_a_vector_literal_sql_can_search_with(
+    cli_env: dict[str, str], cli_collection: str, database_url: str
+) -> None:
+    done = run_cli(cli_env, "embed", "--collection", cli_collection, "which animal uses tools")
+    assert done.returncode == 0, done.stderr
+    literal = done.stdout.strip()
+    assert literal.startswith("[") and literal.endswith("]")
+    assert len(literal[1:-1].split(",")) == 384  # the collection's model's dimensions
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT d.external_id FROM hybridsearch.search_vector(%s, %s::vector, 1) AS v"
+            " JOIN hybridsearch.chunks AS c USING (chunk_id)"
+            " JOIN hybridsearch.documents AS d USING (document_id)",
+            (cli_collection, literal),
+        ).fetchall()
+    assert rows == [("beir-1",)]  # the otters, who use tools
