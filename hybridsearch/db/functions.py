@@ -97,17 +97,29 @@ def _definitions(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
     return {signature: (definition, ctid) for signature, definition, ctid in rows}
 
 
+def _install_tracked(
+    conn: psycopg.Connection, revision: str | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Install ``revision``'s files; the definitions before, and those the files wrote."""
+    before = _definitions(conn)
+    install(conn, revision)
+    written = {
+        signature: definition
+        for signature, (definition, ctid) in _definitions(conn).items()
+        if signature not in before or before[signature][1] != ctid
+    }
+    return {signature: definition for signature, (definition, _) in before.items()}, written
+
+
 def replace_all(conn: psycopg.Connection, revision: str | None = None) -> None:
     """Make the schema's functions exactly ``revision``'s: install its files, drop the rest.
 
     Run in a transaction; a function that something else (a generated column, a
     trigger) still depends on cannot be dropped, and then the whole change fails.
     """
-    before = _definitions(conn)
-    install(conn, revision)
-    for signature, (_, ctid) in _definitions(conn).items():
-        if signature in before and before[signature][1] == ctid:
-            conn.execute(f"DROP FUNCTION {signature}")  # a regprocedure from pg_proc
+    before, written = _install_tracked(conn, revision)
+    for signature in before.keys() - written.keys():
+        conn.execute(f"DROP FUNCTION {signature}")  # a regprocedure from pg_proc
 
 
 @dataclass(frozen=True)
@@ -141,12 +153,9 @@ def drift(conn: psycopg.Connection) -> FunctionDrift:
     ``psycopg.errors.InsufficientPrivilege`` otherwise.
     """
     with conn.transaction(force_rollback=True):
-        before = _definitions(conn)
-        install(conn)
-        after = _definitions(conn)
-    sourced = {s: d for s, (d, ctid) in after.items() if s not in before or before[s][1] != ctid}
+        before, written = _install_tracked(conn, None)
     return FunctionDrift(
-        changed=tuple(sorted(s for s in sourced if s in before and before[s][0] != sourced[s])),
-        missing=tuple(sorted(s for s in sourced if s not in before)),
-        extra=tuple(sorted(s for s in before if s not in sourced)),
+        changed=tuple(sorted(s for s in written if s in before and before[s] != written[s])),
+        missing=tuple(sorted(written.keys() - before.keys())),
+        extra=tuple(sorted(before.keys() - written.keys())),
     )
