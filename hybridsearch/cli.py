@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hybridsearch.collections import CollectionSettings
 from hybridsearch.errors import HybridSearchError
@@ -26,6 +26,9 @@ from hybridsearch.params import (
     add_argument,
 )
 from hybridsearch.server_cli import register_serve_command
+
+if TYPE_CHECKING:
+    from hybridsearch.config import Settings
 
 EXIT_ERROR = 2
 EXIT_PARTIAL = 1  # `ingest`: some files or lines were skipped, the rest is stored
@@ -70,7 +73,7 @@ def cmd_db(args: argparse.Namespace) -> None:
         raise SystemExit(EXIT_NOT_READY)
 
 
-def _stop_embedded(settings: Any) -> None:
+def _stop_embedded(settings: Settings) -> None:
     from hybridsearch.db.embedded import stop_embedded_server
     from hybridsearch.errors import ConfigurationError
 

@@ -129,7 +129,7 @@ class SchemaStatus:
 
     @property
     def ready(self) -> bool:
-        return self.revision == self.head and not self.drift
+        return self.problem is None
 
     @property
     def problem(self) -> str | None:
