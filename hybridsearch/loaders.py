@@ -43,6 +43,30 @@ class SkipLog:
             raise DocumentError(f"{where}: {reason}")
         self.skipped.append(Skipped(where, reason))
 
+    def summary(self, examples: int = 5) -> list[SkipGroup]:
+        """The skips grouped by reason, in order of each reason's first skip: how many,
+        and where the first ``examples`` of them were (a long file's thousand bad lines
+        make one line of report, not a thousand)."""
+        groups: dict[str, list[str]] = {}
+        for skipped in self.skipped:
+            groups.setdefault(skipped.reason, []).append(skipped.where)
+        return [
+            SkipGroup(reason, len(places), tuple(places[:examples]))
+            for reason, places in groups.items()
+        ]
+
+
+@dataclass(frozen=True)
+class SkipGroup:
+    """The skips that share a reason: how many, and where the first few were."""
+
+    reason: str
+    count: int
+    examples: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"reason": self.reason, "count": self.count, "examples": list(self.examples)}
+
 
 def _beir_documents(path: Path, log: SkipLog) -> Iterator[Document]:
     """One document per line: ``_id``, optional ``title``, ``text`` (title heads the text)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,10 +19,17 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridsearch.errors import InvalidInputError
-from hybridsearch.eval.beir import Qrels, judged_queries, require_file
+from hybridsearch.eval.beir import (
+    InputReport,
+    Qrels,
+    judged_queries,
+    relevant_documents,
+    require_file,
+)
 from hybridsearch.eval.metrics import DEFAULT_KS, Evaluator, metric_names
 from hybridsearch.eval.optional import import_eval_dependency
 from hybridsearch.eval.runs import Rankings, to_run
+from hybridsearch.loaders import SkipLog
 from hybridsearch.models.embedder import Embedder
 
 # -- embedding model: STS ---------------------------------------------------------------------
@@ -104,6 +111,8 @@ class RerankerEvaluation:
     ``pairwise_accuracy`` is over every (relevant, non-relevant) pair of candidates of a
     query, pooled across queries: the share the reranker scores relevant-first (ties
     count half). Unjudged candidates count as non-relevant. None when there is no such pair.
+    ``skipped`` counts the queries without a relevant judgment; ``input`` lists everything
+    left out of the input, and the judged documents the corpus lacks.
     """
 
     queries: int
@@ -112,6 +121,7 @@ class RerankerEvaluation:
     pairwise_accuracy: float | None
     candidates: dict[str, float]
     reranked: dict[str, float]
+    input: InputReport = field(default_factory=InputReport)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +130,7 @@ class RerankerEvaluation:
             "pairs": self.pairs,
             "pairwise_accuracy": self.pairwise_accuracy,
             "stages": {"candidates": self.candidates, "reranked": self.reranked},
+            "input": self.input.to_dict(),
         }
 
 
@@ -132,15 +143,20 @@ def evaluate_reranker(
     *,
     depth: int = 100,
     ks: Sequence[int] = DEFAULT_KS,
+    skips: SkipLog | None = None,
 ) -> RerankerEvaluation:
     """Rerank the first ``depth`` candidates of each judged query by the reranker's score.
 
-    Queries without a relevant judgment are skipped and counted; a judged query without
-    candidates scores 0 in both orders.
+    Queries that cannot be evaluated (empty text, no relevant judgment) are skipped into
+    ``skips`` and listed in the result's ``input`` with the judged-relevant documents the
+    corpus lacks (kept as relevant); a judged query without candidates scores 0 in both
+    orders.
     """
     if depth < 1:
         raise InvalidInputError(f"depth must be positive, got {depth}")
-    judged, judged_qrels, skipped = judged_queries(dict(queries), qrels)
+    log = skips if skips is not None else SkipLog()
+    judged, judged_qrels, skipped = judged_queries(queries, qrels, log)
+    absent = [doc for doc in relevant_documents(judged_qrels) if doc not in corpus]
     before: Rankings = {}
     after: Rankings = {}
     correct = 0.0
@@ -171,4 +187,5 @@ def evaluate_reranker(
         pairwise_accuracy=correct / pairs if pairs else None,
         candidates=evaluator.mean(to_run(before)),
         reranked=evaluator.mean(to_run(after)),
+        input=InputReport.build(log, absent),
     )
