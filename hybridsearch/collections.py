@@ -37,6 +37,7 @@ CREATE_COLLECTION_SQL = (
 GET_COLLECTION_SQL = "SELECT * FROM hybridsearch.collections WHERE name = %s"
 LIST_COLLECTIONS_SQL = """
     SELECT c.name, c.embedding_model, c.dimensions,
+           c.settings ->> 'model_choice' AS model_choice,
            (SELECT count(*) FROM hybridsearch.documents d
              WHERE d.collection_id = c.collection_id) AS documents,
            (SELECT count(*) FROM hybridsearch.chunks k
@@ -63,6 +64,9 @@ class CollectionSettings:
     rrf_k: int = RRF_K.default
     vector_weight: float = VECTOR_WEIGHT.default
     keyword_weight: float = KEYWORD_WEIGHT.default
+    #: which embedding model the collection got and why (hybridsearch.models.picker),
+    #: recorded when it was created; None for collections created before it was kept
+    model_choice: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CollectionSettings:
@@ -112,6 +116,8 @@ class CollectionStats:
     dimensions: int
     documents: int
     chunks: int
+    #: why the collection has its model (see CollectionSettings.model_choice)
+    model_choice: str | None = None
 
 
 def collection_from_row(row: dict[str, Any]) -> Collection:
@@ -135,6 +141,7 @@ def stats_from_row(row: dict[str, Any]) -> CollectionStats:
         dimensions=row["dimensions"],
         documents=row["documents"],
         chunks=row["chunks"],
+        model_choice=row.get("model_choice"),
     )
 
 

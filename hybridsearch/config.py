@@ -4,7 +4,7 @@
 |---|---|---|
 | HYBRIDSEARCH_DATABASE_URL | unset | external PostgreSQL with pgvector; unset = embedded server |
 | HYBRIDSEARCH_DATA_DIR | user data dir / hybridsearch | where the embedded server keeps its files |
-| HYBRIDSEARCH_EMBEDDING_MODEL | all-MiniLM-L6-v2 | model name or path for new collections |
+| HYBRIDSEARCH_EMBEDDING_MODEL | picked from the text | model name or path for new collections |
 | HYBRIDSEARCH_RERANKER_MODEL | unset | cross-encoder name or path; unset = no reranking |
 | HYBRIDSEARCH_DEVICE | cpu | torch device for both models |
 | HYBRIDSEARCH_EMBEDDING_BACKEND | torch | `torch`; on CPU `onnx` or `onnx-int8` (onnx extra) |
@@ -17,6 +17,10 @@
 | HYBRIDSEARCH_RERANK_TIMEOUT_MS | unset | budget for the rerank stage; past it, fused order |
 | HYBRIDSEARCH_POOL_SIZE | 4 | connections per client |
 | HYBRIDSEARCH_POOL_TIMEOUT_MS | 30000 | wait for a free connection before failing |
+
+With HYBRIDSEARCH_EMBEDDING_MODEL unset, a collection created without a model picks one
+from its first documents: all-MiniLM-L6-v2, or a Chinese model for CJK text (see
+:mod:`hybridsearch.models.picker`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,11 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("hybridsearch")))
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    #: True when ``embedding_model`` was named on purpose (``HYBRIDSEARCH_EMBEDDING_MODEL``
+    #: set, even to the default): every new collection then gets it as given. Left False
+    #: with the default model, a collection created without a model picks one from its
+    #: text (see :attr:`picks_embedding_model`).
+    embedding_model_explicit: bool = False
     reranker_model: str | None = None
     device: str = "cpu"
     torch_threads: int = field(default_factory=_default_threads)
@@ -86,6 +95,12 @@ class Settings:
         """The rerank budget in seconds, or None for no budget."""
         return None if self.rerank_timeout_ms is None else self.rerank_timeout_ms / 1000
 
+    @property
+    def picks_embedding_model(self) -> bool:
+        """Whether a collection created without a model picks one from its text: unless
+        a model was named, by ``HYBRIDSEARCH_EMBEDDING_MODEL`` or in code."""
+        return not self.embedding_model_explicit and self.embedding_model == DEFAULT_EMBEDDING_MODEL
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``HYBRIDSEARCH_*`` variable, falling back to the defaults above."""
@@ -97,6 +112,7 @@ class Settings:
             database_url=env.get("HYBRIDSEARCH_DATABASE_URL") or None,
             data_dir=Path(data_dir).expanduser() if data_dir else defaults.data_dir,
             embedding_model=env.get("HYBRIDSEARCH_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
+            embedding_model_explicit=bool(env.get("HYBRIDSEARCH_EMBEDDING_MODEL")),
             reranker_model=env.get("HYBRIDSEARCH_RERANKER_MODEL") or None,
             device=env.get("HYBRIDSEARCH_DEVICE") or "cpu",
             torch_threads=_int(env, "HYBRIDSEARCH_TORCH_THREADS", defaults.torch_threads),
