@@ -37,6 +37,7 @@ from hybridsearch.errors import SchemaNotInstalledError
 from hybridsearch.ingest import Document, IngestReport, check_dimensions
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
+from hybridsearch.models.picker import choose_model, with_choice
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.params import TOP_K, TOP_N
 from hybridsearch.search import (
@@ -164,16 +165,25 @@ class AsyncHybridSearch:
         name: str,
         *,
         model: str | None = None,
+        sample_texts: Iterable[str] | None = None,
         distance: Distance = "cosine",
         analyzer: str = "mixed",
         settings: CollectionSettings | None = None,
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
     ) -> Collection:
-        """Create a collection; its dimension is read from the embedding model."""
+        """Create a collection; its dimension is read from the embedding model.
+
+        Without ``model`` (and without ``HYBRIDSEARCH_EMBEDDING_MODEL``) the model is
+        picked from ``sample_texts``, the text the collection is for (say its first
+        documents): a Chinese model for CJK text, all-MiniLM-L6-v2 otherwise (see
+        :mod:`hybridsearch.models.picker`). The choice and its reason are stored in the
+        settings as ``model_choice``; a picked model's prompts fill those not given.
+        """
         validate_name(name)
-        settings = (settings or CollectionSettings()).checked()
-        model = model or self.settings.embedding_model
+        choice = choose_model(model, self.settings, sample_texts)
+        settings = with_choice(settings or CollectionSettings(), choice).checked()
+        model = choice.model
         probe = configured_embedder(
             model,
             self.settings,

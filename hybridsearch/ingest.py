@@ -91,6 +91,9 @@ class IngestReport:
     chunks: int = 0
     #: chunks whose embedding had to be computed (the rest came from the cache)
     embedded: int = 0
+    #: what the caller should know, one line each: e.g. documents in a script that the
+    #: collection's model does not read (see hybridsearch.models.picker.UnreadScripts)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def documents(self) -> int:

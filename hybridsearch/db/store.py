@@ -36,6 +36,7 @@ from hybridsearch.db.connection import Connection
 from hybridsearch.errors import EmbeddingError, from_database_error
 from hybridsearch.ingest import Document, IngestReport, PreparedDocument
 from hybridsearch.models.embedder import Embedder
+from hybridsearch.models.picker import UnreadScripts
 from hybridsearch.search import Hit
 from hybridsearch.search_input import SearchOptions
 
@@ -215,6 +216,7 @@ def ingest_documents(
     hash) are skipped without embedding. ``tenant`` owns them (see hybridsearch.tenancy)."""
     ingest.check_dimensions(embedder, collection)
     report = IngestReport()
+    unread = UnreadScripts(collection.embedding_model, collection.name)
     action = f"ingest into {collection.name!r}"
     for batch in ingest.batches(documents, batch_size):
         latest = ingest.latest_by_id(batch, max_document_chars)
@@ -225,6 +227,7 @@ def ingest_documents(
         prepared, unchanged = ingest.plan_batch(latest, stored, collection)
         report.unchanged += unchanged
         if prepared:
+            unread.add([p.document.text for p in prepared])
             texts = [text for p in prepared for text in p.chunks]
             prompt = collection.settings.document_prompt
             try:
@@ -240,6 +243,9 @@ def ingest_documents(
             report.embedded += computed
         if on_progress is not None:
             on_progress(len(batch))
+    warning = unread.warning()
+    if warning is not None:
+        report.warnings.append(warning)
     return report
 
 

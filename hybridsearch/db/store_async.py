@@ -35,6 +35,7 @@ from hybridsearch.db.connection_async import AsyncConnection
 from hybridsearch.errors import EmbeddingError, from_database_error
 from hybridsearch.ingest import Document, IngestReport, PreparedDocument
 from hybridsearch.models.embedder import Embedder
+from hybridsearch.models.picker import UnreadScripts
 from hybridsearch.search import Hit
 from hybridsearch.search_input import SearchOptions
 
@@ -216,6 +217,7 @@ async def ingest_documents(
     hash) are skipped without embedding. ``tenant`` owns them (see hybridsearch.tenancy)."""
     await asyncio.to_thread(ingest.check_dimensions, embedder, collection)
     report = IngestReport()
+    unread = UnreadScripts(collection.embedding_model, collection.name)
     action = f"ingest into {collection.name!r}"
     for batch in ingest.batches(documents, batch_size):
         latest = ingest.latest_by_id(batch, max_document_chars)
@@ -226,6 +228,7 @@ async def ingest_documents(
         prepared, unchanged = await asyncio.to_thread(ingest.plan_batch, latest, stored, collection)
         report.unchanged += unchanged
         if prepared:
+            await asyncio.to_thread(unread.add, [p.document.text for p in prepared])
             texts = [text for p in prepared for text in p.chunks]
             prompt = collection.settings.document_prompt
             try:
@@ -241,6 +244,9 @@ async def ingest_documents(
             report.embedded += computed
         if on_progress is not None:
             on_progress(len(batch))
+    warning = unread.warning()
+    if warning is not None:
+        report.warnings.append(warning)
     return report
 
 
