@@ -10,11 +10,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
 from hybridsearch.collections import CollectionSettings
 from hybridsearch.errors import HybridSearchError
 from hybridsearch.eval.cli import register_eval_commands
+from hybridsearch.models.picker import SAMPLE_DOCUMENTS
 from hybridsearch.params import (
     FUSION,
     KEYWORD_WEIGHT,
@@ -109,6 +111,7 @@ def cmd_collections(args: argparse.Namespace) -> None:
                 bm25_b=args.bm25_b,
             )
             print(f"created collection {c.name} ({c.embedding_model}, {c.dimensions} dimensions)")
+            _print_model_choice(c)
         elif args.action == "list":
             stats = hs.list_collections()
             if args.json:
@@ -123,6 +126,16 @@ def cmd_collections(args: argparse.Namespace) -> None:
             if not hs.drop_collection(args.name):
                 raise _not_found(args.name)
             print(f"dropped collection {args.name}")
+
+
+def _print_model_choice(collection: Any) -> None:
+    """Why a new collection has its model, and a licence note where one is due (stderr)."""
+    from hybridsearch.models.picker import licence_note
+
+    print(f"hybridsearch: model {collection.settings.model_choice}", file=sys.stderr)
+    note = licence_note(collection.embedding_model)
+    if note is not None:
+        print(f"hybridsearch: note: {note}", file=sys.stderr)
 
 
 def _not_found(name: str) -> HybridSearchError:
@@ -153,19 +166,28 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         if args.strict:  # all or nothing: read everything before writing anything
             for _ in iter_documents(args.paths, SkipLog(strict=True), max_chars=max_chars):
                 pass
+        log = SkipLog(strict=args.strict)
+        documents = iter_documents(args.paths, log, max_chars=max_chars)
         created = False
         try:
-            hs.get_collection(args.collection)
+            existing = hs.get_collection(args.collection)
         except CollectionNotFoundError:
-            c = hs.create_collection(args.collection)
+            # The model is picked from the first documents (hybridsearch.models.picker).
+            sample = list(islice(documents, SAMPLE_DOCUMENTS))
+            documents = chain(sample, documents)
+            c = hs.create_collection(
+                args.collection, model=args.model, sample_texts=[d.text for d in sample]
+            )
             created = True
             print(f"created collection {c.name} ({c.embedding_model})", file=sys.stderr)
-        log = SkipLog(strict=args.strict)
+            _print_model_choice(c)
+        else:
+            _check_model_matches(existing, args.model)
         try:
             with tqdm(total=total, unit="doc", desc=f"ingest {args.collection}") as bar:
                 report = hs.add_documents(
                     args.collection,
-                    iter_documents(args.paths, log, max_chars=max_chars),
+                    documents,
                     batch_size=args.batch_size,
                     on_progress=bar.update,
                     bulk=args.bulk,
@@ -179,12 +201,27 @@ def cmd_ingest(args: argparse.Namespace) -> None:
             print(f"dropped collection {args.collection}: nothing was stored", file=sys.stderr)
     for skipped in log.skipped:
         print(f"hybridsearch: skipped {skipped.where}: {skipped.reason}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"hybridsearch: warning: {warning}", file=sys.stderr)
     print(
         f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
         f"{len(log.skipped)} skipped, {report.chunks} chunks written"
     )
     if log.skipped:
         raise SystemExit(EXIT_PARTIAL)
+
+
+def _check_model_matches(collection: Any, model: str | None) -> None:
+    """``ingest --model`` names the model of a collection it creates; an existing
+    collection keeps its own, so naming another one is a mistake to report."""
+    from hybridsearch.errors import InvalidInputError
+
+    if model is not None and model != collection.embedding_model:
+        raise InvalidInputError(
+            f"collection {collection.name!r} exists with model {collection.embedding_model!r};"
+            f" --model {model!r} applies only to a collection that ingest creates: leave it "
+            "out, or ingest into a new collection"
+        )
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -314,7 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     coll_sub = coll.add_subparsers(dest="action", required=True)
     create = coll_sub.add_parser("create")
     create.add_argument("name")
-    create.add_argument("--model", help="embedding model name or path")
+    create.add_argument(
+        "--model",
+        help="embedding model name or path (default: HYBRIDSEARCH_EMBEDDING_MODEL, else"
+        " all-MiniLM-L6-v2: without text to look at; `ingest` picks one from the documents)",
+    )
     create.add_argument("--distance", default="cosine", choices=["cosine", "l2", "inner_product"])
     create.add_argument(
         "--analyzer",
@@ -339,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="add BEIR corpus.jsonl, .txt/.md files or folders")
     ingest.add_argument("--collection", required=True)
+    ingest.add_argument(
+        "--model",
+        help="embedding model name or path for a collection this command creates (default:"
+        " HYBRIDSEARCH_EMBEDDING_MODEL, else picked from the first documents' text)",
+    )
     ingest.add_argument("--batch-size", type=_positive_int, default=64)
     ingest.add_argument(
         "--bulk",

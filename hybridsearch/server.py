@@ -177,6 +177,7 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
             return hs.create_collection(
                 body.name,
                 model=model,
+                sample_texts=body.sample_texts,
                 distance=body.distance,
                 analyzer=body.analyzer,
                 settings=body.settings.to_settings(),

@@ -17,6 +17,7 @@ from hybridsearch import params
 from hybridsearch.collections import NAME_PATTERN, CollectionSettings
 from hybridsearch.eval.metrics import DEFAULT_KS
 from hybridsearch.eval.pipeline import PipelineConfig, Stage
+from hybridsearch.models.picker import SAMPLE_DOCUMENTS
 from hybridsearch.params import FusionMethod, Mode
 
 
@@ -97,7 +98,15 @@ class CreateCollectionBody(BaseModel):
 
     name: str = Field(pattern=f"^{NAME_PATTERN.pattern}$")
     model: str | None = Field(
-        None, description="embedding model hub id; default: HYBRIDSEARCH_EMBEDDING_MODEL"
+        None,
+        description="embedding model hub id; default: HYBRIDSEARCH_EMBEDDING_MODEL, else "
+        "picked from sample_texts (a Chinese model for CJK text, all-MiniLM-L6-v2 otherwise)",
+    )
+    sample_texts: list[str] | None = Field(
+        None,
+        max_length=SAMPLE_DOCUMENTS,
+        description="the first documents the collection is for, to pick its model from when "
+        "no model is named; omitted: all-MiniLM-L6-v2, chosen without seeing text",
     )
     distance: Literal["cosine", "l2", "inner_product"] = "cosine"
     analyzer: PostgresText = Field("mixed", description="mixed, cjk or a text search configuration")
