@@ -195,11 +195,15 @@ def search_vector(
     top_k: int = TOP_K.default,
     filter: Mapping[str, Any] | None = None,
 ) -> TableValuedAlias:
-    """``hybridsearch.search_vector(...)``: the vector TopK, nearest first."""
+    """``hybridsearch.search_vector(...)``: the vector TopK, nearest first.
+
+    ``document_id`` is the external id the application indexed the chunk's document under.
+    """
     return func.hybridsearch.search_vector(
         literal(collection, Text), _vector(embedding), literal(top_k, Integer), _filter(filter)
     ).table_valued(
         column("chunk_id", BigInteger),
+        column("document_id", Text),
         column("vector_rank", Integer),
         column("vector_distance", Double),
         name="vector_hits",
@@ -213,11 +217,15 @@ def search_keyword(
     top_k: int = TOP_K.default,
     filter: Mapping[str, Any] | None = None,
 ) -> TableValuedAlias:
-    """``hybridsearch.search_keyword(...)``: the BM25 TopK, best first."""
+    """``hybridsearch.search_keyword(...)``: the BM25 TopK, best first.
+
+    ``document_id`` is the external id the application indexed the chunk's document under.
+    """
     return func.hybridsearch.search_keyword(
         literal(collection, Text), literal(query, Text), literal(top_k, Integer), _filter(filter)
     ).table_valued(
         column("chunk_id", BigInteger),
+        column("document_id", Text),
         column("keyword_rank", Integer),
         column("keyword_score", Double),
         name="keyword_hits",

@@ -42,17 +42,19 @@ BEGIN
     PERFORM hybridsearch.check_filter(p_filter);
     -- before either leg runs, not after both (fuse_candidates checks them too)
     PERFORM hybridsearch.check_fusion(p_fusion, p_rrf_k, p_vector_weight, p_keyword_weight);
+    -- The legs by internal id (vector_topk, keyword_topk, not search_vector and
+    -- search_keyword): the documents are looked up below, for the fused chunks only.
     IF p_embedding IS NOT NULL THEN
         SELECT array_agg(v.chunk_id ORDER BY v.vector_rank),
                array_agg(v.vector_distance ORDER BY v.vector_rank)
         INTO v_vector_ids, v_distances
-        FROM hybridsearch.search_vector(p_collection, p_embedding, p_top_k, p_filter) AS v;
+        FROM hybridsearch.vector_topk(p_collection, p_embedding, p_top_k, p_filter) AS v;
     END IF;
     IF p_query IS NOT NULL THEN
         SELECT array_agg(k.chunk_id ORDER BY k.keyword_rank),
                array_agg(k.keyword_score ORDER BY k.keyword_rank)
         INTO v_keyword_ids, v_scores
-        FROM hybridsearch.search_keyword(p_collection, p_query, p_top_k, p_filter) AS k;
+        FROM hybridsearch.keyword_topk(p_collection, p_query, p_top_k, p_filter) AS k;
     END IF;
 
     -- Each fused chunk's content and document, looked up by key (OFFSET 0 keeps the

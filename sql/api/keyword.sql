@@ -1,10 +1,53 @@
--- Keyword TopK: the entry point search_keyword, which picks one of two exact algorithms.
+-- Keyword TopK: the entry point search_keyword, and keyword_topk, which picks one of two
+-- exact algorithms.
 --
 -- The current source of these functions (see sql/README.md): edit here, and ship the
 -- change in a new alembic revision.
 
--- Keyword TopK: Okapi BM25 over the chunks matching p_query (web-search syntax, see
--- parse_keyword_query), optionally filtered like search_vector.
+-- Keyword TopK as SQL users call it: keyword_topk's chunks, each with the external id of
+-- its document (document_id: the id the document was added with, as search_hybrid
+-- returns it), so that a caller needs no join to the internal ids.
+--
+-- The document is looked up by key for each returned chunk (OFFSET 0 keeps the lateral
+-- subquery from being flattened into a join; see search_hybrid, where a plain join hashed
+-- all of a 1M-chunk collection's documents). It reads chunks and documents as the caller,
+-- under row-level security like keyword_topk, so a tenant sees only its own documents.
+-- search_hybrid calls keyword_topk itself, which has no use for the lookup.
+CREATE OR REPLACE FUNCTION hybridsearch.search_keyword(
+    p_collection text,
+    p_query text,
+    p_top_k integer DEFAULT 50,
+    p_filter jsonb DEFAULT NULL
+)
+RETURNS TABLE (
+    chunk_id bigint,
+    document_id text,
+    keyword_rank integer,
+    keyword_score double precision
+)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_collection hybridsearch.collections := hybridsearch.get_collection(p_collection);
+BEGIN
+    RETURN QUERY
+    SELECT k.chunk_id, x.external_id, k.keyword_rank, k.keyword_score
+    FROM hybridsearch.keyword_topk(p_collection, p_query, p_top_k, p_filter) AS k
+    CROSS JOIN LATERAL (
+        SELECT d.external_id
+        FROM hybridsearch.chunks AS c
+        JOIN hybridsearch.documents AS d
+          ON d.collection_id = c.collection_id AND d.document_id = c.document_id
+        WHERE c.collection_id = v_collection.collection_id AND c.chunk_id = k.chunk_id
+        OFFSET 0
+    ) AS x
+    ORDER BY k.keyword_rank;
+END;
+$$;
+
+-- Keyword TopK by internal id (search_keyword and search_hybrid call it): Okapi BM25 over
+-- the chunks matching p_query (web-search syntax, see parse_keyword_query), optionally
+-- filtered like search_vector.
 --
 --   score(c) = sum over query terms t in c of
 --              idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(c) / avglen))
@@ -15,7 +58,7 @@
 -- exact result (the top K by score, ties by chunk_id), so the choice is one of speed only:
 -- term coverage (keyword_topk_coverage) for queries of a few words where a visit's chunks
 -- mostly pass the filter, impact tiers (keyword_topk_impacts) for the rest.
-CREATE OR REPLACE FUNCTION hybridsearch.search_keyword(
+CREATE OR REPLACE FUNCTION hybridsearch.keyword_topk(
     p_collection text,
     p_query text,
     p_top_k integer DEFAULT 50,

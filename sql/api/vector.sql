@@ -3,9 +3,51 @@
 -- The current source of these functions (see sql/README.md): edit here, and ship the
 -- change in a new alembic revision.
 
--- Vector TopK: the p_top_k chunks nearest to p_embedding, optionally restricted to
--- chunks whose metadata contains p_filter, and always to the transaction's tenant
--- when one is set (hybridsearch.current_tenant()).
+-- Vector TopK as SQL users call it: vector_topk's chunks, each with the external id of
+-- its document (document_id: the id the document was added with, as search_hybrid
+-- returns it), so that a caller needs no join to the internal ids.
+--
+-- The document is looked up by key for each returned chunk (OFFSET 0 keeps the lateral
+-- subquery from being flattened into a join; see search_hybrid, where a plain join hashed
+-- all of a 1M-chunk collection's documents). It reads chunks and documents as the caller,
+-- under row-level security like vector_topk, so a tenant sees only its own documents.
+-- search_hybrid calls vector_topk itself, which has no use for the lookup.
+CREATE OR REPLACE FUNCTION hybridsearch.search_vector(
+    p_collection text,
+    p_embedding vector,
+    p_top_k integer DEFAULT 50,
+    p_filter jsonb DEFAULT NULL
+)
+RETURNS TABLE (
+    chunk_id bigint,
+    document_id text,
+    vector_rank integer,
+    vector_distance double precision
+)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_collection hybridsearch.collections := hybridsearch.get_collection(p_collection);
+BEGIN
+    RETURN QUERY
+    SELECT v.chunk_id, x.external_id, v.vector_rank, v.vector_distance
+    FROM hybridsearch.vector_topk(p_collection, p_embedding, p_top_k, p_filter) AS v
+    CROSS JOIN LATERAL (
+        SELECT d.external_id
+        FROM hybridsearch.chunks AS c
+        JOIN hybridsearch.documents AS d
+          ON d.collection_id = c.collection_id AND d.document_id = c.document_id
+        WHERE c.collection_id = v_collection.collection_id AND c.chunk_id = v.chunk_id
+        OFFSET 0
+    ) AS x
+    ORDER BY v.vector_rank;
+END;
+$$;
+
+-- Vector TopK by internal id (search_vector and search_hybrid call it): the p_top_k
+-- chunks nearest to p_embedding, optionally restricted to chunks whose metadata contains
+-- p_filter, and always to the transaction's tenant when one is set
+-- (hybridsearch.current_tenant()).
 --
 -- Unfiltered, and for filters the planner expects to keep many chunks (below), it reads
 -- the collection's HNSW index with an iterative scan, so filters still yield K rows.
@@ -24,7 +66,7 @@
 -- and at most 20,000 (so a 10 % filter on 100k chunks still walks the graph, which is
 -- faster there); if the estimate was wrong, it stops after 20,000 chunks and the HNSW
 -- scan runs after all.
-CREATE OR REPLACE FUNCTION hybridsearch.search_vector(
+CREATE OR REPLACE FUNCTION hybridsearch.vector_topk(
     p_collection text,
     p_embedding vector,
     p_top_k integer DEFAULT 50,

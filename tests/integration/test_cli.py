@@ -224,9 +224,7 @@ def test_embed_prints_a_vector_literal_sql_can_search_with(
     assert len(literal[1:-1].split(",")) == 384  # the collection's model's dimensions
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT d.external_id FROM hybridsearch.search_vector(%s, %s::vector, 1) AS v"
-            " JOIN hybridsearch.chunks AS c USING (chunk_id)"
-            " JOIN hybridsearch.documents AS d USING (document_id)",
+            "SELECT v.document_id FROM hybridsearch.search_vector(%s, %s::vector, 1) AS v",
             (cli_collection, literal),
         ).fetchall()
     assert rows == [("beir-1",)]  # the otters, who use tools

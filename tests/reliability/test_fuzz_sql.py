@@ -43,7 +43,10 @@ def _existing(name: object) -> bool:
 
 # -- SQL API ------------------------------------------------------------------------------
 
-KEYWORD_SQL = "SELECT * FROM hybridsearch.search_keyword(%s, %s, %s::integer, %s)"
+KEYWORD_SQL = (
+    "SELECT chunk_id, keyword_rank, keyword_score, document_id"
+    " FROM hybridsearch.search_keyword(%s, %s, %s::integer, %s)"
+)
 
 
 def _keyword_case(
@@ -60,6 +63,7 @@ def _keyword_case(
     if got == "ok":
         SUCCESSES[test_name] += 1
         _check_ranked(rows, top_k, db.chunk_ids[collection])
+        assert all(r[3] is not None for r in rows)  # document id
         scores = [r[2] for r in rows]
         assert all(math.isfinite(s) and s > 0 for s in scores)
         assert scores == sorted(scores, reverse=True)
@@ -132,7 +136,10 @@ def test_sql_parse_keyword_query(
         assert (highlight is None) == (not terms)
 
 
-VECTOR_SQL = "SELECT * FROM hybridsearch.search_vector(%s, %s::vector, %s::integer, %s)"
+VECTOR_SQL = (
+    "SELECT chunk_id, vector_rank, vector_distance, document_id"
+    " FROM hybridsearch.search_vector(%s, %s::vector, %s::integer, %s)"
+)
 
 
 @given(
@@ -174,6 +181,7 @@ def test_sql_search_vector(
         SUCCESSES["test_sql_search_vector"] += 1
         assert values is not None
         _check_ranked(rows, top_k, fuzz_db.chunk_ids[collection])
+        assert all(r[3] is not None for r in rows)  # document id
         distances = [r[2] for r in rows]
         assert all(math.isfinite(d) for d in distances), values
         assert distances == sorted(distances)

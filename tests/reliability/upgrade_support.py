@@ -507,8 +507,9 @@ def run_searches(
     tenants: Iterable[str],
 ) -> Results:
     """(collection, query, function, filter, tenant) -> result rows, chunk ids replaced
-    by (tenant, external id, ordinal). As the owner with every filter; then as
-    READER_ROLE for each tenant (set per transaction) and with no tenant set.
+    by (tenant, external id, ordinal) and document ids checked against them. As the
+    owner with every filter; then as READER_ROLE for each tenant (set per transaction)
+    and with no tenant set.
 
     Each query runs unfiltered and with one filter of FILTERS, in turn; under row-level
     security, unfiltered only (weighted fusion and "no tenant" only as the owner and with
@@ -532,6 +533,11 @@ def run_searches(
                 rows = conn.execute(statement, params).fetchall()
             for row in rows:
                 row["chunk"] = identities[row.pop("chunk_id")]
+                # Each row's document_id (search_hybrid's in every release; search_vector's
+                # and search_keyword's from 0002 on) is its chunk's external id; dropped
+                # once checked, so that results compare across releases by chunk alone.
+                if "document_id" in row:
+                    assert row.pop("document_id") == row["chunk"][1], (key, row)
             results[key] = rows
 
         filters = list(FILTERS.items())
