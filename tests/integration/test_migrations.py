@@ -95,3 +95,48 @@ def test_single_head_and_the_package_functions_installed(database_url: str) -> N
     assert status.revision == heads[0]
     assert status.drift is not None and not status.drift, status.problem
     assert status.ready
+
+
+def _result_columns(url: str, signature: str) -> list[str]:
+    """The names of the columns a table function returns, in order."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT array_agg(a.name ORDER BY a.n) FROM pg_catalog.pg_proc AS p,"
+            " unnest(p.proargnames, p.proargmodes) WITH ORDINALITY AS a(name, mode, n)"
+            " WHERE p.oid = %s::regprocedure AND a.mode = 't'",
+            (signature,),
+        ).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+LEGS = {
+    "hybridsearch.search_vector(text, vector, integer, jsonb)": (
+        ["chunk_id", "vector_rank", "vector_distance"],
+        ["chunk_id", "document_id", "vector_rank", "vector_distance"],
+    ),
+    "hybridsearch.search_keyword(text, text, integer, jsonb)": (
+        ["chunk_id", "keyword_rank", "keyword_score"],
+        ["chunk_id", "document_id", "keyword_rank", "keyword_score"],
+    ),
+}
+
+
+def test_revision_0002_changes_the_legs_return_type_both_ways(fresh_url: str) -> None:
+    """0002 gives search_vector and search_keyword a document_id column (a return type
+    CREATE OR REPLACE cannot change: the revision drops them first), and its downgrade
+    puts back 0.1.0's, with its internal vector_topk and keyword_topk gone."""
+    migrate.upgrade(fresh_url, "0001")
+    for signature, (v001, _) in LEGS.items():
+        assert _result_columns(fresh_url, signature) == v001
+    migrate.upgrade(fresh_url, "0002")
+    for signature, (_, v002) in LEGS.items():
+        assert _result_columns(fresh_url, signature) == v002
+    assert {"vector_topk", "keyword_topk"} <= set(_objects(fresh_url)["functions"])
+    status = migrate.schema_status(fresh_url)
+    assert status.ready and status.drift is not None and not status.drift, status.problem
+
+    migrate.downgrade(fresh_url, "0001")
+    for signature, (v001, _) in LEGS.items():
+        assert _result_columns(fresh_url, signature) == v001
+    assert not {"vector_topk", "keyword_topk"} & set(_objects(fresh_url)["functions"])

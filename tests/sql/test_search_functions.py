@@ -108,6 +108,119 @@ def test_vector_topk_orders_by_distance(conn: psycopg.Connection, small: str) ->
     assert rows[0][2] <= rows[1][2] <= rows[2][2]
 
 
+def _external_ids(conn: psycopg.Connection, collection: str) -> dict[int, str]:
+    """chunk_id -> the external id its document was added with."""
+    rows = conn.execute(
+        "SELECT c.chunk_id, d.external_id FROM hybridsearch.chunks AS c"
+        " JOIN hybridsearch.documents AS d"
+        "   ON d.collection_id = c.collection_id AND d.document_id = c.document_id"
+        " JOIN hybridsearch.collections AS k ON k.collection_id = c.collection_id"
+        " WHERE k.name = %s",
+        (collection,),
+    ).fetchall()
+    return dict(rows)
+
+
+VECTOR_LEG = "SELECT * FROM hybridsearch.search_vector(%s, '[1,0,0]', 10)"
+KEYWORD_LEG = "SELECT * FROM hybridsearch.search_keyword(%s, 'postgres', 10)"
+
+
+def test_vector_and_keyword_legs_return_the_external_id(
+    conn: psycopg.Connection, small: str
+) -> None:
+    """search_vector and search_keyword name each chunk's document by the id it was added
+    with (document_id, as search_hybrid does), next to the chunk's internal id."""
+    vector = conn.execute(VECTOR_LEG, (small,)).fetchall()
+    keyword = conn.execute(KEYWORD_LEG, (small,)).fetchall()
+    assert [r[1] for r in vector[:2]] == ["a", "b"]  # [1,0,0] and [0.9,0.1,0]
+    assert len(vector) == len(ROWS)
+    assert [r[1] for r in keyword] == ["e", "a", "c"]  # three occurrences first, then by id
+    owners = _external_ids(conn, small)
+    assert all(owners[r[0]] == r[1] for r in vector + keyword)
+    # The same legs, ranks and scores as search_hybrid's with the other leg left out.
+    vector_only = conn.execute(
+        "SELECT chunk_id, document_id, vector_rank, vector_distance"
+        " FROM hybridsearch.search_hybrid(%s, '[1,0,0]', NULL, 10) ORDER BY vector_rank",
+        (small,),
+    ).fetchall()
+    keyword_only = conn.execute(
+        "SELECT chunk_id, document_id, keyword_rank, keyword_score"
+        " FROM hybridsearch.search_hybrid(%s, NULL, 'postgres', 10) ORDER BY keyword_rank",
+        (small,),
+    ).fetchall()
+    assert vector == vector_only
+    assert keyword == keyword_only
+
+
+def test_legs_under_row_level_security_name_the_tenants_documents(
+    conn: psycopg.Connection,
+) -> None:
+    """As a role subject to row-level security, with a tenant set for the transaction,
+    both legs return that tenant's chunks with their external ids (the lookup reads the
+    documents under the same policies), and nothing with no tenant set. Two tenants
+    added a document under the same external id; each sees its own."""
+    name = f"rls_{uuid.uuid4().hex[:8]}"
+    role = f"rls_reader_{uuid.uuid4().hex[:8]}"
+    collection_id = conn.execute(
+        "SELECT (hybridsearch.create_collection(%s, 'test-model', 3)).collection_id", (name,)
+    ).fetchone()[0]
+    documents = [  # (tenant, external id, text, embedding)
+        ("acme", "shared", "acme postgres notes", [1.0, 0.0, 0.0]),
+        ("acme", "acme-only", "postgres tuning at acme", [0.9, 0.1, 0.0]),
+        ("globex", "shared", "globex postgres notes", [1.0, 0.0, 0.0]),
+        ("globex", "globex-only", "postgres backups at globex", [0.0, 1.0, 0.0]),
+    ]
+    chunk_tenant = {}
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    try:
+        for tenant, external_id, text, embedding in documents:
+            chunk_id = conn.execute(
+                """
+                WITH doc AS (
+                    INSERT INTO hybridsearch.documents
+                        (collection_id, external_id, tenant_id, content_hash, chunk_count)
+                    VALUES (%(c)s, %(x)s, %(t)s, 'h', 1) RETURNING document_id
+                )
+                INSERT INTO hybridsearch.chunks (collection_id, document_id, tenant_id,
+                    ordinal, content, embedding, fts)
+                SELECT %(c)s, doc.document_id, %(t)s, 0, %(text)s, %(e)s,
+                       hybridsearch.document_tsvector('mixed', %(text)s)
+                FROM doc RETURNING chunk_id
+                """,
+                {
+                    "c": collection_id,
+                    "x": external_id,
+                    "t": tenant,
+                    "text": text,
+                    "e": np.array(embedding),
+                },
+            ).fetchone()[0]
+            chunk_tenant[chunk_id] = (tenant, external_id)
+        conn.execute(
+            sql.SQL(
+                "GRANT USAGE ON SCHEMA hybridsearch TO {0};"
+                " GRANT SELECT ON ALL TABLES IN SCHEMA hybridsearch TO {0}"
+            ).format(sql.Identifier(role))
+        )
+        for tenant in ("acme", "globex", None):
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+                if tenant is not None:
+                    conn.execute("SELECT set_config('hybridsearch.tenant_id', %s, true)", (tenant,))
+                vector = conn.execute(VECTOR_LEG, (name,)).fetchall()
+                keyword = conn.execute(KEYWORD_LEG, (name,)).fetchall()
+            if tenant is None:
+                assert vector == [] and keyword == []
+                continue
+            own = {(t, x) for t, x in chunk_tenant.values() if t == tenant}
+            assert {(tenant, r[1]) for r in vector} == own
+            assert {(tenant, r[1]) for r in keyword} == own
+            assert all(chunk_tenant[r[0]] == (tenant, r[1]) for r in vector + keyword)
+    finally:
+        conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
+        conn.execute(sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(sql.Identifier(role)))
+
+
 def test_filter_applies_in_both_branches(conn: psycopg.Connection, small: str) -> None:
     hybrid = _ids(
         conn,
