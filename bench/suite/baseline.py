@@ -43,9 +43,10 @@ def drop_v010(conn: psycopg.Connection) -> None:
 
 
 def same_ranking(ours: Sequence[Sequence[object]], base: Sequence[Sequence[object]]) -> bool:
-    """Whether two search_keyword results (chunk_id, rank, score) hold the same chunks in
-    the same order with the same scores (to 1e-12: both sum the same terms in the same
-    order, so they agree to the last bit unless the scoring itself changed)."""
+    """Whether two keyword results (chunk_id, rank, score: this tree's keyword_topk, 0.1.0's
+    search_keyword) hold the same chunks in the same order with the same scores (to
+    1e-12: both sum the same terms in the same order, so they agree to the last bit unless
+    the scoring itself changed)."""
     if len(ours) != len(base):
         return False
     return all(
