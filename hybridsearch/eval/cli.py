@@ -1,7 +1,9 @@
 """``hybridsearch eval``, ``tune``, ``eval-reranker`` and ``eval-sts``.
 
 :func:`register_eval_commands` adds them to the main parser. Bad input raises hybridsearch
-errors, which the main CLI prints as one line with exit status 2.
+errors, which the main CLI prints as one line with exit status 2. Bad lines and queries in
+the queries and qrels files do not: they are skipped, and each report lists them per
+reason (:mod:`hybridsearch.eval.beir`); only a file with nothing usable left is an error.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hybridsearch.errors import InvalidInputError
 from hybridsearch.eval import metrics
 from hybridsearch.eval.pipeline import PipelineConfig
 from hybridsearch.eval.tune import Grid
+from hybridsearch.loaders import SkipLog
 from hybridsearch.params import (
     FUSION,
     KEYWORD_WEIGHT,
@@ -90,6 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from hybridsearch.eval.metrics import parse_ks
     from hybridsearch.eval.pipeline import STAGES, evaluate_pipeline, parse_stages
     from hybridsearch.eval.report import (
+        input_lines,
         markdown_report,
         plot_metrics,
         stage_table,
@@ -99,8 +103,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from hybridsearch.eval.runs import write_trec
 
     ks = parse_ks(args.k)
-    queries = load_queries(Path(args.queries))
-    qrels = load_qrels(Path(args.qrels))
+    skips = SkipLog()
+    queries = load_queries(Path(args.queries), skips)
+    qrels = load_qrels(Path(args.qrels), skips)
     config = PipelineConfig(
         top_k=args.top_k,
         top_n=args.top_n,
@@ -126,11 +131,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 ks=ks,
                 config=config,
                 on_progress=lambda done, total: progress("queries", done, total),
+                skips=skips,
             )
     if "rerank" not in stages and not args.stages:
         print("note: no reranker configured (--reranker); rerank stage left out", file=sys.stderr)
     print(stage_table(evaluation))
     print(summary_line(evaluation))
+    for line in input_lines(evaluation.input):
+        print(line)
     if args.json:
         write_json(Path(args.json), evaluation.to_dict())
     if args.run_out:
@@ -162,11 +170,12 @@ def _relative(path: Path, start: Path) -> str:
 
 def cmd_tune(args: argparse.Namespace) -> None:
     from hybridsearch.eval.beir import load_qrels, load_queries
-    from hybridsearch.eval.report import tune_table, write_json
+    from hybridsearch.eval.report import input_lines, tune_table, write_json
     from hybridsearch.eval.tune import save_best, tune
 
-    queries = load_queries(Path(args.queries))
-    qrels = load_qrels(Path(args.qrels))
+    skips = SkipLog()
+    queries = load_queries(Path(args.queries), skips)
+    qrels = load_qrels(Path(args.qrels), skips)
     if Path(args.qrels).stem.lower() == "test":
         print("warning: tuning on a test split; tune on train and report test", file=sys.stderr)
     fusions = _parse_list(args.fusion, str, "fusion method")
@@ -190,6 +199,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
                 objective=args.objective,
                 metrics=metrics,
                 on_progress=progress,
+                skips=skips,
             )
         print(tune_table(result, args.show))
         print(
@@ -197,6 +207,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
             f"{len(result.rows)} grid points in {result.seconds:.1f}s, "
             f"{result.reranked_pairs} (query, chunk) pairs reranked"
         )
+        for line in input_lines(result.input):
+            print(line)
         print(f"best by {result.objective}: hybridsearch eval {_eval_flags(result.best)}")
         if args.json:
             write_json(Path(args.json), result.to_dict())
@@ -234,19 +246,20 @@ def cmd_eval_reranker(args: argparse.Namespace) -> None:
     from hybridsearch.eval.beir import load_corpus, load_qrels, load_queries
     from hybridsearch.eval.metrics import parse_ks
     from hybridsearch.eval.models import evaluate_reranker
-    from hybridsearch.eval.report import metric_rows, text_table, write_json
+    from hybridsearch.eval.report import input_lines, metric_rows, text_table, write_json
     from hybridsearch.eval.runs import read_trec
     from hybridsearch.models.configured import configured_reranker
 
     ks = parse_ks(args.k)
-    queries = load_queries(Path(args.queries))
-    qrels = load_qrels(Path(args.qrels))
+    skips = SkipLog()
+    queries = load_queries(Path(args.queries), skips)
+    qrels = load_qrels(Path(args.qrels), skips)
     candidates = read_trec(Path(args.candidates))
     corpus = load_corpus(Path(args.corpus))
     settings = _settings()
     reranker = configured_reranker(args.reranker, settings)
     result = evaluate_reranker(
-        reranker, queries, corpus, qrels, candidates, depth=args.depth, ks=ks
+        reranker, queries, corpus, qrels, candidates, depth=args.depth, ks=ks, skips=skips
     )
     print(text_table(*metric_rows({"candidates": result.candidates, "reranked": result.reranked})))
     accuracy = "n/a" if result.pairwise_accuracy is None else f"{result.pairwise_accuracy:.4f}"
@@ -254,6 +267,8 @@ def cmd_eval_reranker(args: argparse.Namespace) -> None:
         f"pairwise accuracy {accuracy} over {result.pairs} (relevant, non-relevant) pairs; "
         f"{result.queries} queries, {result.skipped} skipped (no relevant judgment)"
     )
+    for line in input_lines(result.input, holder="corpus"):
+        print(line)
     if args.json:
         write_json(Path(args.json), result.to_dict())
 

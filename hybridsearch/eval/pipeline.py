@@ -6,6 +6,9 @@ Each query goes through the service as a user's search does, embedded once for a
 * ``hybrid``: the fused TopK from ``hybridsearch.search_hybrid`` (fusion in SQL);
 * ``rerank``: the cross-encoder scores the head of the fused TopK (all of it by default,
   as search does) and its TopN come first, then the rest of the fused list in fused order.
+
+Queries that cannot be evaluated (empty text, no relevant judgment, ...) are skipped and
+listed, never fatal: :mod:`hybridsearch.eval.beir` says what is skipped and why.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import psycopg
 
 from hybridsearch.client import HybridSearch
-from hybridsearch.errors import InvalidInputError, QueryError
-from hybridsearch.eval.beir import Qrels, judged_queries
+from hybridsearch.collections import Collection
+from hybridsearch.db.connection import checkout
+from hybridsearch.errors import InvalidInputError, QueryError, from_database_error
+from hybridsearch.eval.beir import InputReport, Qrels, judged_queries, relevant_documents
 from hybridsearch.eval.metrics import DEFAULT_KS, Evaluator, metric_names
 from hybridsearch.eval.runs import Rankings, document_ranking, rerank_order, to_run
+from hybridsearch.loaders import SkipLog
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.params import (
     FUSION,
@@ -94,7 +101,11 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class PipelineEvaluation:
-    """Mean metrics per stage over the judged queries, and each stage's document rankings."""
+    """Mean metrics per stage over the judged queries, and each stage's document rankings.
+
+    ``skipped`` counts the queries without a relevant judgment; ``input`` lists everything
+    left out of the input, that reason included, and the judged documents not found.
+    """
 
     queries: int
     skipped: int
@@ -103,16 +114,39 @@ class PipelineEvaluation:
     rankings: dict[str, Rankings] = field(repr=False)
     config: dict[str, Any]
     timings_s: dict[str, float]
+    input: InputReport = field(default_factory=InputReport)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON report: ``{"queries": n, "skipped": m, "stages": {stage: {metric: x}}}``."""
+        """The JSON report: ``{"queries": n, "skipped": m, "stages": {stage: {metric: x}},
+        "input": {"skipped": [...], "missing_documents": {...}}, ...}``."""
         return {
             "queries": self.queries,
             "skipped": self.skipped,
             "stages": self.stages,
             "config": self.config,
             "timings_s": self.timings_s,
+            "input": self.input.to_dict(),
         }
+
+
+_PRESENT_SQL = (
+    "SELECT DISTINCT external_id FROM hybridsearch.documents"
+    " WHERE collection_id = %s AND external_id = ANY(%s)"
+)
+
+
+def missing_documents(hs: HybridSearch, collection: Collection, qrels: Qrels) -> list[str]:
+    """The documents judged relevant in ``qrels`` that ``collection`` does not hold, in
+    order of first judgment. Read as the evaluation's searches read (no tenant set), so
+    a document they cannot see is missing here too."""
+    wanted = relevant_documents(qrels)
+    try:
+        with checkout(hs._pool) as conn:
+            rows = conn.execute(_PRESENT_SQL, (collection.collection_id, wanted)).fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, "looking up the judged documents") from exc
+    present = {row[0] for row in rows}
+    return [doc for doc in wanted if doc not in present]
 
 
 def branch_hits(
@@ -153,11 +187,15 @@ def evaluate_pipeline(
     config: PipelineConfig | None = None,
     reranker: Reranker | None = None,
     on_progress: Progress | None = None,
+    skips: SkipLog | None = None,
 ) -> PipelineEvaluation:
     """Run every judged query through the stages and score each stage with ir-measures.
 
-    ``reranker`` defaults to the client's; the rerank stage needs one. Queries without a
-    relevant judgment are skipped and counted.
+    ``reranker`` defaults to the client's; the rerank stage needs one. Queries that cannot
+    be evaluated (empty or refused text, no relevant judgment) and judgments of unknown
+    queries are skipped into ``skips`` (pass the log the files were loaded with, to list
+    their skipped lines too); the result's ``input`` lists them per reason, with the
+    judged documents the collection lacks (kept as relevant).
     """
     config = config or PipelineConfig()
     config.check()
@@ -179,7 +217,11 @@ def evaluate_pipeline(
         defaults.keyword_weight if config.keyword_weight is None else config.keyword_weight
     )
     depth = config.top_k if config.rerank_depth is None else config.rerank_depth
-    judged, judged_qrels, skipped = judged_queries(dict(queries), qrels)
+    log = skips if skips is not None else SkipLog()
+    judged, judged_qrels, skipped = judged_queries(
+        queries, qrels, log, max_query_chars=hs.settings.max_query_chars
+    )
+    missing = missing_documents(hs, target, judged_qrels)
     embedder = hs.embedder(target)
     branches: tuple[Mode, ...] = tuple(m for m in ("vector", "keyword") if m in chosen)
     needs_fused = "hybrid" in chosen or "rerank" in chosen
@@ -255,4 +297,5 @@ def evaluate_pipeline(
             "reranker": reranker.model_id if reranker is not None and "rerank" in chosen else None,
         },
         timings_s={key: round(value, 3) for key, value in timings.items()},
+        input=InputReport.build(log, missing),
     )

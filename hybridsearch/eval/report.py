@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridsearch.errors import InvalidInputError
+from hybridsearch.eval.beir import InputReport, places
 from hybridsearch.eval.metrics import FAMILIES, parse_metric
 from hybridsearch.eval.optional import import_eval_dependency
 from hybridsearch.eval.pipeline import PipelineEvaluation
@@ -58,6 +59,53 @@ def summary_line(evaluation: PipelineEvaluation) -> str:
     )
 
 
+def _missing_sentence(report: InputReport, holder: str) -> str:
+    count = report.missing_documents
+    return (
+        f"{count} judged-relevant document{'s are' if count != 1 else ' is'} not in the "
+        f"{holder}; kept in the judgments, each counts as a recall failure"
+    )
+
+
+def input_lines(report: InputReport, holder: str = "collection") -> list[str]:
+    """What the evaluation left out of its input, per reason with a count and the first
+    places, and the judged documents the ``holder`` lacks; no lines when there is none."""
+    lines = []
+    if report.skipped:
+        lines.append("skipped input:")
+        lines += [f"  {g.count} × {g.reason}: {places(g)}" for g in report.skipped]
+    if report.missing_documents:
+        more = ", …" if report.missing_documents > len(report.missing_examples) else ""
+        examples = ", ".join(report.missing_examples) + more
+        lines.append(f"{_missing_sentence(report, holder)}: {examples}")
+    return lines
+
+
+def input_markdown(report: InputReport, holder: str = "collection") -> list[str]:
+    """The "Skipped input" section of a markdown report; none when nothing was left out."""
+    if not report.skipped and not report.missing_documents:
+        return []
+
+    def code(items: Sequence[str], more: bool) -> str:
+        cells = [f"`{item}`".replace("|", "\\|") for item in items]
+        return ", ".join(cells) + (", …" if more else "")
+
+    parts = ["## Skipped input", ""]
+    if report.skipped:
+        rows = [
+            f"| {g.reason} | {g.count} | {code(g.examples, g.count > len(g.examples))} |"
+            for g in report.skipped
+        ]
+        parts += ["| reason | count | first |", "| --- | ---: | --- |", *rows, ""]
+    if report.missing_documents:
+        more = report.missing_documents > len(report.missing_examples)
+        parts += [
+            f"{_missing_sentence(report, holder)}: {code(report.missing_examples, more)}.",
+            "",
+        ]
+    return parts
+
+
 def markdown_report(evaluation: PipelineEvaluation, plot: Path | None = None) -> str:
     """A self-contained markdown report: configuration, counts, metric table, timings."""
     config = evaluation.config
@@ -75,6 +123,7 @@ def markdown_report(evaluation: PipelineEvaluation, plot: Path | None = None) ->
         "",
         markdown_table(*metric_rows(evaluation.stages)),
         "",
+        *input_markdown(evaluation.input),
     ]
     if plot is not None:
         parts += [f"![metrics against k]({plot.as_posix()})", ""]

@@ -8,6 +8,8 @@ searched deeper is at least as accurate). The reranker scores each (query, chunk
 however many grid points rerank it.
 
 Tune on a train split and confirm the winner on a held-out split with ``hybridsearch eval``.
+Queries that cannot be evaluated are skipped and listed, as in ``hybridsearch eval``
+(:mod:`hybridsearch.eval.beir`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 from hybridsearch.client import HybridSearch
 from hybridsearch.collections import Collection
 from hybridsearch.errors import InvalidInputError, QueryError
-from hybridsearch.eval.beir import Qrels, judged_queries
+from hybridsearch.eval.beir import InputReport, Qrels, judged_queries
 from hybridsearch.eval.metrics import Evaluator, parse_metric
-from hybridsearch.eval.pipeline import branch_hits
+from hybridsearch.eval.pipeline import branch_hits, missing_documents
 from hybridsearch.eval.runs import Rankings, document_ranking, rerank_order, to_run
 from hybridsearch.fusion import fuse
+from hybridsearch.loaders import SkipLog
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.params import FUSION, RRF_K, TOP_K, FusionMethod
 
@@ -127,7 +130,11 @@ class TuneRow:
 
 @dataclass(frozen=True)
 class TuneResult:
-    """Every grid point, best first by ``objective`` (ties: smaller TopK, shallower rerank)."""
+    """Every grid point, best first by ``objective`` (ties: smaller TopK, shallower rerank).
+
+    ``skipped`` counts the queries without a relevant judgment; ``input`` lists everything
+    left out of the input, that reason included, and the judged documents not found.
+    """
 
     queries: int
     skipped: int
@@ -135,6 +142,7 @@ class TuneResult:
     rows: list[TuneRow] = field(repr=False)
     reranked_pairs: int
     seconds: float
+    input: InputReport = field(default_factory=InputReport)
 
     @property
     def best(self) -> TuneRow:
@@ -149,6 +157,7 @@ class TuneResult:
             "rows": [row.to_dict() for row in self.rows],
             "reranked_pairs": self.reranked_pairs,
             "seconds": round(self.seconds, 3),
+            "input": self.input.to_dict(),
         }
 
 
@@ -190,10 +199,13 @@ def tune(
     metrics: Sequence[str] = ("ndcg@10", "recall@100", "mrr@10"),
     reranker: Reranker | None = None,
     on_progress: Progress | None = None,
+    skips: SkipLog | None = None,
 ) -> TuneResult:
     """Score every grid point on the judged queries, best first by ``objective``.
 
     ``reranker`` defaults to the client's and is needed for rerank depths above 0.
+    What cannot be evaluated is skipped into ``skips`` and listed in the result's
+    ``input``, as :func:`~hybridsearch.eval.pipeline.evaluate_pipeline` does.
     """
     grid = grid or Grid()
     grid.check()
@@ -206,7 +218,11 @@ def tune(
             "or path) or set HYBRIDSEARCH_RERANKER_MODEL, or tune with rerank depth 0"
         )
     target = hs.get_collection(collection)
-    judged, judged_qrels, skipped = judged_queries(dict(queries), qrels)
+    log = skips if skips is not None else SkipLog()
+    judged, judged_qrels, skipped = judged_queries(
+        queries, qrels, log, max_query_chars=hs.settings.max_query_chars
+    )
+    missing = missing_documents(hs, target, judged_qrels)
     started = time.perf_counter()
     lists, documents, texts = _fetch_lists(hs, target, judged, max(grid.top_ks), on_progress)
     cache = _RerankCache(reranker, texts) if reranker is not None else None
@@ -249,6 +265,7 @@ def tune(
         rows=rows,
         reranked_pairs=len(cache) if cache is not None else 0,
         seconds=time.perf_counter() - started,
+        input=InputReport.build(log, missing),
     )
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from hybridsearch import Document, HybridSearch, Settings
 from hybridsearch.cli import main
+from hybridsearch.eval import beir
 from hybridsearch.eval.beir import load_qrels, load_queries
 from hybridsearch.eval.metrics import evaluate, metric_names
 from hybridsearch.eval.pipeline import PipelineConfig, evaluate_pipeline
@@ -448,3 +449,209 @@ def test_missing_files_and_collections_are_reported(
         code, _, stderr = run_cli(database_url, *args)
         assert code == 2, args
         assert stderr.startswith("hybridsearch: error:") and message in stderr, stderr
+
+
+# -- real files: bad lines and unusable queries are skipped, counted and listed -----------
+
+
+@dataclass(frozen=True)
+class MessyData:
+    """eval_data's files with bad lines added, and the clean input they amount to."""
+
+    queries: Path
+    qrels: Path
+    clean_queries: dict[str, str]
+    clean_qrels: dict[str, dict[str, int]]
+    expected_skips: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def messy_data(eval_data: EvalData, tmp_path_factory: pytest.TempPathFactory) -> MessyData:
+    queries = load_queries(eval_data.queries)
+    qrels = load_qrels(eval_data.qrels)
+    first = next(iter(eval_data.judged))
+    some_doc = next(iter(qrels[first]))
+    folder = tmp_path_factory.mktemp("messy")
+    query_lines = [json.dumps({"_id": qid, "text": text}) for qid, text in queries.items()]
+    query_lines[3:3] = [
+        json.dumps({"_id": "empty-q", "text": ""}),
+        json.dumps({"_id": "blank-q", "text": "  \t "}),
+        json.dumps({"_id": first, "text": "a different text under a repeated id"}),
+        '{"_id": "broken", "text": "no closing brace"',
+        json.dumps({"_id": "no-text"}),
+    ]
+    (folder / "queries.jsonl").write_text("\n".join(query_lines) + "\n")
+    qrels_lines = eval_data.qrels.read_text().splitlines()
+    qrels_lines[2:2] = [
+        f"empty-q\t{some_doc}\t1",  # judges a query whose text is empty
+        f"no-such-query\t{some_doc}\t1",
+        f"{first}\tno-such-doc\t1",  # a relevant document the collection lacks
+        f"{first} {some_doc} 1",  # spaces, not tabs: one column
+        f"{first}\tother-doc\thigh",
+    ]
+    (folder / "qrels.tsv").write_text("\n".join(qrels_lines) + "\n")
+    return MessyData(
+        folder / "queries.jsonl",
+        folder / "qrels.tsv",
+        clean_queries=queries,
+        clean_qrels={**qrels, first: {**qrels[first], "no-such-doc": 1}},
+        expected_skips={
+            beir.NOT_JSON: 1,
+            beir.NOT_QUERY: 1,
+            beir.DUPLICATE_QUERY: 1,
+            beir.NOT_THREE_COLUMNS: 1,
+            beir.NOT_INTEGER: 1,
+            beir.EMPTY_QUERY: 2,
+            beir.UNKNOWN_QUERY: 1,
+            beir.UNJUDGED: eval_data.unjudged,
+        },
+    )
+
+
+def assert_lists_skips(stdout: str, expected: dict[str, int]) -> None:
+    """The text report lists each reason once, with its count."""
+    assert "skipped input:" in stdout
+    for reason, count in expected.items():
+        assert stdout.count(f"  {count} × {reason}: ") == 1, reason
+    assert (
+        "1 judged-relevant document is not in the collection; kept in the judgments, "
+        "each counts as a recall failure: no-such-doc"
+    ) in stdout
+
+
+def test_eval_skips_bad_lines_and_scores_the_good_queries(
+    database_url: str,
+    hs: HybridSearch,
+    eval_collection: str,
+    eval_data: EvalData,
+    messy_data: MessyData,
+    tmp_path: Path,
+) -> None:
+    code, stdout, stderr = run_cli(
+        database_url,
+        "eval",
+        "--collection",
+        eval_collection,
+        "--queries",
+        str(messy_data.queries),
+        "--qrels",
+        str(messy_data.qrels),
+        "--stages",
+        "vector,keyword,hybrid",
+        "--k",
+        ",".join(map(str, KS)),
+        "--top-k",
+        str(TOP_K),
+        "--top-n",
+        str(TOP_N),
+        "--json",
+        str(tmp_path / "eval.json"),
+        "--report",
+        str(tmp_path / "eval.md"),
+    )
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert (report["queries"], report["skipped"]) == (len(eval_data.judged), eval_data.unjudged)
+    # the figures are those of the clean input; the missing document still counts as relevant
+    clean = evaluate_pipeline(
+        hs,
+        eval_collection,
+        messy_data.clean_queries,
+        messy_data.clean_qrels,
+        stages=["vector", "keyword", "hybrid"],
+        ks=KS,
+        config=PipelineConfig(top_k=TOP_K, top_n=TOP_N),
+    )
+    for stage, metrics in clean.stages.items():
+        assert report["stages"][stage] == pytest.approx(metrics, abs=1e-9), stage
+    skipped = {group["reason"]: group for group in report["input"]["skipped"]}
+    assert {reason: g["count"] for reason, g in skipped.items()} == messy_data.expected_skips
+    assert skipped[beir.NOT_JSON]["examples"] == [f"{messy_data.queries}:7"]
+    assert skipped[beir.EMPTY_QUERY]["examples"] == ["query empty-q", "query blank-q"]
+    assert skipped[beir.UNKNOWN_QUERY]["examples"] == ["query no-such-query (1 judged)"]
+    assert report["input"]["missing_documents"] == {"count": 1, "examples": ["no-such-doc"]}
+    assert_lists_skips(stdout, messy_data.expected_skips)
+    markdown = (tmp_path / "eval.md").read_text()
+    assert "## Skipped input" in markdown
+    for reason, count in messy_data.expected_skips.items():
+        assert f"| {reason} | {count} |" in markdown
+    assert "`no-such-doc`" in markdown
+
+
+def test_tune_skips_bad_lines_and_scores_the_good_queries(
+    database_url: str,
+    hs: HybridSearch,
+    eval_collection: str,
+    eval_data: EvalData,
+    messy_data: MessyData,
+    tmp_path: Path,
+) -> None:
+    code, stdout, stderr = run_cli(
+        database_url,
+        "tune",
+        "--collection",
+        eval_collection,
+        "--queries",
+        str(messy_data.queries),
+        "--qrels",
+        str(messy_data.qrels),
+        "--top-k",
+        str(TOP_K),
+        "--fusion",
+        "rrf",
+        "--rrf-k",
+        "60",
+        "--vector-weights",
+        "0.5",
+        "--rerank-depth",
+        "0",
+        "--json",
+        str(tmp_path / "tune.json"),
+    )
+    assert code == 0, stderr
+    result = json.loads((tmp_path / "tune.json").read_text())
+    assert (result["queries"], result["skipped"]) == (len(eval_data.judged), eval_data.unjudged)
+    grid = Grid(top_ks=(TOP_K,), fusions=("rrf",), rrf_ks=(60,), vector_weights=(0.5,))
+    clean = tune(hs, eval_collection, messy_data.clean_queries, messy_data.clean_qrels, grid)
+    [row] = result["rows"]
+    assert {name: row[name] for name in clean.best.metrics} == pytest.approx(
+        clean.best.metrics, abs=1e-9
+    )
+    skipped = {group["reason"]: group["count"] for group in result["input"]["skipped"]}
+    assert skipped == messy_data.expected_skips
+    assert result["input"]["missing_documents"]["count"] == 1
+    assert_lists_skips(stdout, messy_data.expected_skips)
+
+
+@pytest.mark.parametrize("command", ["eval", "tune"])
+def test_files_with_nothing_usable_are_one_line_errors(
+    database_url: str, eval_collection: str, eval_data: EvalData, command: str, tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk.txt"
+    junk.write_text("not json\nnor\tthree\tcolumns\tof\tqrels\n")
+    strangers = tmp_path / "strangers.tsv"
+    strangers.write_text("query-id\tcorpus-id\tscore\nnobody\tdoc\t1\n")
+    cases = [
+        (junk, eval_data.qrels, f"{junk}: no usable query; skipped 2 × {beir.NOT_JSON}"),
+        # the first line, its last column not a number, reads as the header
+        (
+            eval_data.queries,
+            junk,
+            f"{junk}: no usable judgment; skipped 1 × {beir.NOT_THREE_COLUMNS}",
+        ),
+        (eval_data.queries, strangers, "queries can be evaluated"),
+    ]
+    for queries, qrels, message in cases:
+        code, _, stderr = run_cli(
+            database_url,
+            command,
+            "--collection",
+            eval_collection,
+            "--queries",
+            str(queries),
+            "--qrels",
+            str(qrels),
+        )
+        assert code == 2, stderr
+        assert stderr.startswith("hybridsearch: error:") and stderr.count("\n") == 1
+        assert message in stderr, stderr
