@@ -128,11 +128,11 @@ def cmd_collections(args: argparse.Namespace) -> None:
             print(f"dropped collection {args.name}")
 
 
-def _print_model_choice(collection: Any) -> None:
+def _print_model_choice(collection: Any, prefix: str = "hybridsearch: model") -> None:
     """Why a new collection has its model, and a licence note where one is due (stderr)."""
     from hybridsearch.models.picker import licence_note
 
-    print(f"hybridsearch: model {collection.settings.model_choice}", file=sys.stderr)
+    print(f"{prefix} {collection.settings.model_choice}", file=sys.stderr)
     note = licence_note(collection.embedding_model)
     if note is not None:
         print(f"hybridsearch: note: {note}", file=sys.stderr)
@@ -179,8 +179,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
                 args.collection, model=args.model, sample_texts=[d.text for d in sample]
             )
             created = True
-            print(f"created collection {c.name} ({c.embedding_model})", file=sys.stderr)
-            _print_model_choice(c)
+            _print_model_choice(c, prefix=f"created collection {c.name}, model")
         else:
             _check_model_matches(existing, args.model)
         try:

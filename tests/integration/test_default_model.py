@@ -157,8 +157,11 @@ def test_cli_ingest_of_chinese_picks_m3e_and_says_so(
     name = _new(names)
     done = run_cli(cli_env, "ingest", "--collection", name, str(_folder(tmp_path, CHINESE)))
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.startswith("hybridsearch:")]
-    assert lines[0].startswith(f"hybridsearch: model {M3E}: picked from the text of the first 3")
+    progress = f"ingest {name}"
+    lines = [x for x in done.stderr.splitlines() if x.strip() and not x.startswith(progress)]
+    assert lines[0].startswith(
+        f"created collection {name}, model {M3E}: picked from the text of the first 3 documents"
+    )
     assert lines[1] == (
         f"hybridsearch: note: {M3E}: its licence allows research use only, not commercial use;"
         " for other use pass --model BAAI/bge-small-zh-v1.5 (MIT)"
@@ -177,9 +180,10 @@ def test_cli_warns_once_when_the_named_model_cannot_read_the_text(
     folder = str(_folder(tmp_path, CHINESE + ENGLISH))
     done = run_cli(env, "ingest", "--collection", name, "--batch-size", "2", folder)
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.startswith("hybridsearch:")]
-    assert lines[0] == (
-        f"hybridsearch: model {minilm_path()}: named by HYBRIDSEARCH_EMBEDDING_MODEL"
+    lines = done.stderr.splitlines()
+    assert (
+        f"created collection {name}, model {minilm_path()}: named by HYBRIDSEARCH_EMBEDDING_MODEL"
+        in lines
     )
     warnings = [line for line in lines if line.startswith("hybridsearch: warning:")]
     assert len(warnings) == 1
@@ -195,7 +199,7 @@ def test_cli_model_option_wins_and_must_match_an_existing_collection(
     minilm = str(minilm_path())
     done = run_cli(cli_env, "ingest", "--collection", name, "--model", minilm, folder)
     assert done.returncode == 0, done.stderr
-    assert f"hybridsearch: model {minilm}: named by the caller" in done.stderr
+    assert f"created collection {name}, model {minilm}: named by the caller" in done.stderr
     assert "largely Han text" in done.stderr
     again = run_cli(cli_env, "ingest", "--collection", name, "--model", M3E, folder)
     assert again.returncode == 2
@@ -211,4 +215,7 @@ def test_cli_collections_create_without_model_or_text(
     done = run_cli(cli_env, "collections", "create", name)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"created collection {name} ({DEFAULT_EMBEDDING_MODEL}, 384")
-    assert "chosen without seeing any text" in done.stderr
+    assert done.stderr.startswith(
+        f"hybridsearch: model {DEFAULT_EMBEDDING_MODEL}: the default, chosen without seeing any"
+        " text"
+    )
