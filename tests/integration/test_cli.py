@@ -85,6 +85,9 @@ def test_collections_list_json(cli_env: dict[str, str], cli_collection: str) -> 
             "dimensions": 384,
             "documents": 4,
             "chunks": 4,
+            "model_choice": "sentence-transformers/all-MiniLM-L6-v2: picked from the text of "
+            "the first 4 documents, 0% CJK (Latin 100%; a CJK model from 30%); installed "
+            "locally, loads offline; licence: Apache-2.0",
         }
     ]
 
