@@ -173,18 +173,18 @@ def pick_model(
     ``candidates`` is :data:`CANDIDATES` unless a test swaps in rows (e.g. a packaged
     path resolver that finds nothing).
     """
-    if sample_texts is None:
+    texts = [] if sample_texts is None else list(islice(sample_texts, SAMPLE_DOCUMENTS))
+    if not texts:
         chosen = _first_usable("other", candidates)
         reason = (
             f"{chosen.name}: the default, chosen without seeing any text (none was given "
             "when the collection was created); CJK text needs another model (--model)"
         )
         return _choice(chosen, reason)
-    texts = list(islice(sample_texts, SAMPLE_DOCUMENTS))
     counts = count_scripts(texts)
     kind = text_kind(counts)
     chosen = _first_usable(kind, candidates)
-    what = f"the first {len(texts)} documents" if len(texts) != 1 else "the first document"
+    what = f"the first {len(texts)} documents" if len(texts) > 1 else "the first document"
     if not counts.total:
         reason = f"{chosen.name}: the default; {what} held no letters to choose by"
         return _choice(chosen, reason)

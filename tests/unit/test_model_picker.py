@@ -110,9 +110,10 @@ def test_english_text_keeps_minilm() -> None:
 
 
 def test_no_text_keeps_minilm_and_says_so() -> None:
-    choice = pick_model(None)
-    assert choice.model == DEFAULT_EMBEDDING_MODEL
-    assert "chosen without seeing any text" in choice.reason
+    for nothing in (None, [], iter([])):
+        choice = pick_model(nothing)
+        assert choice.model == DEFAULT_EMBEDDING_MODEL
+        assert "chosen without seeing any text" in choice.reason
     letterless = pick_model(["2024-01-01 12:00"])
     assert letterless.model == DEFAULT_EMBEDDING_MODEL
     assert "held no letters" in letterless.reason
