@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from hybridsearch import calibration
 from hybridsearch.collections import (
+    Calibration,
     Collection,
     CollectionSettings,
     CollectionStats,
@@ -33,7 +35,7 @@ from hybridsearch.collections import (
 from hybridsearch.config import Settings
 from hybridsearch.db import connection_async, migrate, store_async
 from hybridsearch.db.connection_async import AsyncPool, checkout
-from hybridsearch.errors import SchemaNotInstalledError
+from hybridsearch.errors import HybridSearchError, SchemaNotInstalledError
 from hybridsearch.ingest import Document, IngestReport, check_dimensions
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
@@ -227,6 +229,32 @@ class AsyncHybridSearch:
         async with checkout(self._pool) as conn:
             return await store_async.drop_collection(conn, name)
 
+    async def calibrate(self, name: str, *, force: bool = True) -> Calibration | None:
+        """Measure how well each leg reads the collection's text and store the fusion
+        weights that follow (see :mod:`hybridsearch.calibration`); they apply where the
+        collection's settings leave a weight unset. ``force=False`` measures only when
+        the collection is due (its first sizeable ingest, or twice the chunks since).
+        None when there was nothing to measure: too few chunks, or not due."""
+        target = await self.get_collection(name)
+        async with checkout(self._pool) as conn:
+            chunks, pairs, terms = await store_async.calibration_sample(conn, target)
+        due = force or calibration.should_calibrate(target, chunks)
+        if not due or len(pairs) < calibration.MIN_SAMPLE:
+            return None
+        embedder = self.embedder(target)
+        firsts = await asyncio.to_thread(embedder.embed_queries, [a for a, _ in pairs])
+        seconds = await asyncio.to_thread(embedder.embed_documents, [b for _, b in pairs])
+        result = calibration.calibration(
+            calibration.cosine_matrix(firsts, seconds),
+            calibration.bm25_matrix(
+                terms[: len(pairs)], terms[len(pairs) :], k1=target.bm25_k1, b=target.bm25_b
+            ),
+            chunks,
+        )
+        async with checkout(self._pool) as conn:
+            await store_async.save_calibration(conn, target, result)
+        return result
+
     # -- documents -----------------------------------------------------------------------
 
     async def add_documents(
@@ -254,7 +282,7 @@ class AsyncHybridSearch:
             checkout(self._pool) as conn,
             store_async.deferred_indexes(conn, target) if bulk else nullcontext(),
         ):
-            return await store_async.ingest_documents(
+            report = await store_async.ingest_documents(
                 conn,
                 target,
                 embedder,
@@ -264,6 +292,11 @@ class AsyncHybridSearch:
                 on_progress=on_progress,
                 tenant=tenant,
             )
+        try:
+            report.calibration = await self.calibrate(collection, force=False)
+        except HybridSearchError as exc:  # the documents are stored: say so, not fail
+            report.warnings.append(f"the fusion weights were not calibrated: {exc}")
+        return report
 
     async def delete_documents(
         self, collection: str, ids: Sequence[str], *, tenant: str = ""

@@ -126,6 +126,31 @@ def cmd_collections(args: argparse.Namespace) -> None:
             if not hs.drop_collection(args.name):
                 raise _not_found(args.name)
             print(f"dropped collection {args.name}")
+        elif args.action == "calibrate":
+            _print_calibration(args.name, hs.calibrate(args.name), hs.get_collection(args.name))
+
+
+def _print_calibration(name: str, result: Any, collection: Any) -> None:
+    """What a calibration measured, and whether the collection's own weights override it."""
+    from hybridsearch.calibration import MIN_SAMPLE, describe
+
+    if result is None:
+        print(
+            f"collection {name}: too few chunks to calibrate (fewer than {MIN_SAMPLE} with"
+            " two usable halves); the fusion weights stay as they are",
+            file=sys.stderr,
+        )
+        return
+    print(f"collection {name}: {describe(result)}", file=sys.stderr)
+    stored = collection.settings
+    if stored.vector_weight is not None or stored.keyword_weight is not None:
+        d = collection.fusion_defaults
+        print(
+            f"collection {name}: its settings set the weights (vector {d.vector_weight:g},"
+            f" keyword {d.keyword_weight:g}), which win over the calibration; set them to"
+            " null to use it",
+            file=sys.stderr,
+        )
 
 
 def _print_model_choice(collection: Any, prefix: str = "hybridsearch: model") -> None:
@@ -198,10 +223,13 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         if created and report.added == 0:
             hs.drop_collection(args.collection)
             print(f"dropped collection {args.collection}: nothing was stored", file=sys.stderr)
+        calibrated = hs.get_collection(args.collection) if report.calibration else None
     for skipped in log.skipped:
         print(f"hybridsearch: skipped {skipped.where}: {skipped.reason}", file=sys.stderr)
     for warning in report.warnings:
         print(f"hybridsearch: warning: {warning}", file=sys.stderr)
+    if report.calibration is not None:
+        _print_calibration(args.collection, report.calibration, calibrated)
     print(
         f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
         f"{len(log.skipped)} skipped, {report.chunks} chunks written"
@@ -285,16 +313,27 @@ def _why_empty(hs: Any, args: argparse.Namespace) -> str:
 def cmd_reranker(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from hybridsearch.eval.beir import load_corpus, load_qrels, load_queries, training_pairs
+    from hybridsearch.eval.beir import (
+        describe,
+        load_corpus,
+        load_qrels,
+        load_queries,
+        training_pairs,
+    )
+    from hybridsearch.loaders import SkipLog
     from hybridsearch.models.training import fine_tune_cross_encoder
 
+    # bad lines are skipped and listed, as eval and tune do
+    log = SkipLog()
     pairs = training_pairs(
         load_corpus(Path(args.corpus)),
-        load_queries(Path(args.queries)),
-        load_qrels(Path(args.qrels)),
+        load_queries(Path(args.queries), log),
+        load_qrels(Path(args.qrels), log),
         limit_queries=args.limit_queries,
         negatives_per_query=args.negatives,
     )
+    if log.skipped:
+        print(f"hybridsearch: skipped {describe(log.summary())}", file=sys.stderr)
     from tqdm import tqdm
 
     print(f"fine-tuning {args.base} on {len(pairs)} pairs for {args.steps} steps", file=sys.stderr)
@@ -375,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     drop = coll_sub.add_parser("drop")
     drop.add_argument("name")
+    calibrate = coll_sub.add_parser(
+        "calibrate",
+        help="measure how well each leg reads the collection's text and set the fusion"
+        " weights from it (ingest does this by itself when a collection is new or has doubled)",
+    )
+    calibrate.add_argument("name")
     coll.set_defaults(func=cmd_collections)
 
     ingest = sub.add_parser("ingest", help="add BEIR corpus.jsonl, .txt/.md files or folders")

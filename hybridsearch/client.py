@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from hybridsearch import calibration
 from hybridsearch.collections import (
+    Calibration,
     Collection,
     CollectionSettings,
     CollectionStats,
@@ -34,7 +36,7 @@ from hybridsearch.collections import (
 from hybridsearch.config import Settings
 from hybridsearch.db import connection, migrate, store
 from hybridsearch.db.connection import Pool, checkout
-from hybridsearch.errors import SchemaNotInstalledError
+from hybridsearch.errors import HybridSearchError, SchemaNotInstalledError
 from hybridsearch.ingest import Document, IngestReport, check_dimensions
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
@@ -195,6 +197,32 @@ class HybridSearch:
         with checkout(self._pool) as conn:
             return store.drop_collection(conn, name)
 
+    def calibrate(self, name: str, *, force: bool = True) -> Calibration | None:
+        """Measure how well each leg reads the collection's text and store the fusion
+        weights that follow (see :mod:`hybridsearch.calibration`); they apply where the
+        collection's settings leave a weight unset. ``force=False`` measures only when
+        the collection is due (its first sizeable ingest, or twice the chunks since).
+        None when there was nothing to measure: too few chunks, or not due."""
+        target = self.get_collection(name)
+        with checkout(self._pool) as conn:
+            chunks, pairs, terms = store.calibration_sample(conn, target)
+        due = force or calibration.should_calibrate(target, chunks)
+        if not due or len(pairs) < calibration.MIN_SAMPLE:
+            return None
+        embedder = self.embedder(target)
+        firsts = embedder.embed_queries([a for a, _ in pairs])
+        seconds = embedder.embed_documents([b for _, b in pairs])
+        result = calibration.calibration(
+            calibration.cosine_matrix(firsts, seconds),
+            calibration.bm25_matrix(
+                terms[: len(pairs)], terms[len(pairs) :], k1=target.bm25_k1, b=target.bm25_b
+            ),
+            chunks,
+        )
+        with checkout(self._pool) as conn:
+            store.save_calibration(conn, target, result)
+        return result
+
     # -- documents -----------------------------------------------------------------------
 
     def add_documents(
@@ -222,7 +250,7 @@ class HybridSearch:
             checkout(self._pool) as conn,
             store.deferred_indexes(conn, target) if bulk else nullcontext(),
         ):
-            return store.ingest_documents(
+            report = store.ingest_documents(
                 conn,
                 target,
                 embedder,
@@ -232,6 +260,11 @@ class HybridSearch:
                 on_progress=on_progress,
                 tenant=tenant,
             )
+        try:
+            report.calibration = self.calibrate(collection, force=False)
+        except HybridSearchError as exc:  # the documents are stored: say so, not fail
+            report.warnings.append(f"the fusion weights were not calibrated: {exc}")
+        return report
 
     def delete_documents(self, collection: str, ids: Sequence[str], *, tenant: str = "") -> int:
         """Delete a tenant's documents (and their chunks) by id; how many existed."""

@@ -31,10 +31,20 @@ Distance = Literal["cosine", "l2", "inner_product"]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 # SQL run by hybridsearch.db.store (written once in store_async.py).
-CREATE_COLLECTION_SQL = (
-    "SELECT * FROM hybridsearch.create_collection(%s, %s, %s, %s, %s, %s, %s, %s)"
-)
-GET_COLLECTION_SQL = "SELECT * FROM hybridsearch.collections WHERE name = %s"
+CREATE_COLLECTION_SQL = """
+    SELECT c.*, d.*
+    FROM hybridsearch.create_collection(%s, %s, %s, %s, %s, %s, %s, %s) AS c
+    CROSS JOIN LATERAL hybridsearch.fusion_defaults(c.settings) AS d
+"""
+# Every statement that returns a collection returns its row and the fusion it searches
+# with where a call names none (hybridsearch.fusion_defaults resolves that, for SQL users
+# and for the service alike).
+GET_COLLECTION_SQL = """
+    SELECT c.*, d.*
+    FROM hybridsearch.collections AS c
+    CROSS JOIN LATERAL hybridsearch.fusion_defaults(c.settings) AS d
+    WHERE c.name = %s
+"""
 LIST_COLLECTIONS_SQL = """
     SELECT c.name, c.embedding_model, c.dimensions,
            c.settings ->> 'model_choice' AS model_choice,
@@ -45,16 +55,42 @@ LIST_COLLECTIONS_SQL = """
     FROM hybridsearch.collections c
     ORDER BY c.name
 """
-UPDATE_SETTINGS_SQL = (
-    "UPDATE hybridsearch.collections SET settings = %s WHERE name = %s RETURNING *"
-)
+UPDATE_SETTINGS_SQL = """
+    WITH updated AS (
+        UPDATE hybridsearch.collections SET settings = %s WHERE name = %s RETURNING *
+    )
+    SELECT u.*, d.*
+    FROM updated AS u
+    CROSS JOIN LATERAL hybridsearch.fusion_defaults(u.settings) AS d
+"""
 DROP_COLLECTION_SQL = "SELECT hybridsearch.drop_collection(%s)"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How well each leg reads a collection's text, measured without judgments
+    (:mod:`hybridsearch.calibration`), and the fusion weights that follow from it."""
+
+    #: mean reciprocal rank of each sampled chunk's second half among the sample's
+    #: second halves, its first half the query: by embedding, and by BM25 on the
+    #: collection's analyzer
+    vector_mrr: float
+    keyword_mrr: float
+    vector_weight: float
+    keyword_weight: float
+    #: chunks sampled, and the collection's chunks when it was measured
+    sample: int
+    chunks: int
 
 
 @dataclass(frozen=True)
 class CollectionSettings:
     """Per-collection defaults for chunking, prompts and fusion (stored as jsonb); the
-    fusion defaults and their bounds are declared in :mod:`hybridsearch.params`."""
+    fusion defaults and their bounds are declared in :mod:`hybridsearch.params`.
+
+    A weight left None is the collection's calibrated weight (``calibration``), or 1
+    before it is calibrated; a weight set here wins over any calibration.
+    """
 
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 40
@@ -62,16 +98,20 @@ class CollectionSettings:
     document_prompt: str | None = None
     fusion: FusionMethod = FUSION.default
     rrf_k: int = RRF_K.default
-    vector_weight: float = VECTOR_WEIGHT.default
-    keyword_weight: float = KEYWORD_WEIGHT.default
+    vector_weight: float | None = None
+    keyword_weight: float | None = None
     #: which embedding model the collection got and why (hybridsearch.models.picker),
     #: recorded when it was created; None for collections created before it was kept
     model_choice: str | None = None
+    calibration: Calibration | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CollectionSettings:
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        values = {key: value for key, value in data.items() if key in known}
+        if isinstance(values.get("calibration"), dict):
+            values["calibration"] = Calibration(**values["calibration"])
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,9 +122,26 @@ class CollectionSettings:
         FUSION.check(self.fusion)
         RRF_K.check(self.rrf_k)
         check_weights(
-            VECTOR_WEIGHT.check(self.vector_weight), KEYWORD_WEIGHT.check(self.keyword_weight)
+            VECTOR_WEIGHT.default
+            if self.vector_weight is None
+            else VECTOR_WEIGHT.check(self.vector_weight),
+            KEYWORD_WEIGHT.default
+            if self.keyword_weight is None
+            else KEYWORD_WEIGHT.check(self.keyword_weight),
         )
         return self
+
+
+@dataclass(frozen=True)
+class FusionDefaults:
+    """The fusion a collection searches with where a call names none, as
+    ``hybridsearch.fusion_defaults`` resolves it from the collection's settings. Values
+    come as stored: a stored value outside today's bounds is refused when used."""
+
+    fusion: str
+    rrf_k: int
+    vector_weight: float
+    keyword_weight: float
 
 
 @dataclass(frozen=True)
@@ -100,6 +157,11 @@ class Collection:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     settings: CollectionSettings = field(default_factory=CollectionSettings)
+    fusion_defaults: FusionDefaults = field(
+        default_factory=lambda: FusionDefaults(
+            FUSION.default, RRF_K.default, VECTOR_WEIGHT.default, KEYWORD_WEIGHT.default
+        )
+    )
 
     @property
     def partition(self) -> sql.Identifier:
@@ -131,6 +193,12 @@ def collection_from_row(row: dict[str, Any]) -> Collection:
         bm25_k1=row["bm25_k1"],
         bm25_b=row["bm25_b"],
         settings=CollectionSettings.from_json(row["settings"]),
+        fusion_defaults=FusionDefaults(
+            fusion=row["fusion"],
+            rrf_k=row["rrf_k"],
+            vector_weight=row["vector_weight"],
+            keyword_weight=row["keyword_weight"],
+        ),
     )
 
 

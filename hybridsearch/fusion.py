@@ -63,6 +63,27 @@ def _weighted(
     return _share(weight, _normalised(value, lo, hi, smaller_is_better=smaller_is_better))
 
 
+def _stddev_pop(values: Sequence[float]) -> float:
+    """PostgreSQL's ``stddev_pop(float8)`` step for step (Youngs-Cramer, in list order),
+    so the reference fuses to the same bits as the SQL."""
+    n = sx = sxx = 0.0
+    for value in values:
+        n += 1.0
+        sx += value
+        if n > 1.0:
+            tmp = value * n - sx
+            sxx += tmp * tmp / (n * (n - 1.0))
+    return math.sqrt(sxx / n) if n else 0.0
+
+
+def _zscore(
+    weight: float, value: float, lo: float, hi: float, sd: float, *, smaller_is_better: bool
+) -> float:
+    if hi == lo or sd == 0:
+        return weight
+    return _share(weight, ((hi - value) if smaller_is_better else (value - lo)) / sd)
+
+
 def fuse(
     vector: Sequence[tuple[int, float]],
     keyword: Sequence[tuple[int, float]],
@@ -91,10 +112,24 @@ def fuse(
     k_value = dict(keyword)
     v_lo, v_hi = (min(v_value.values()), max(v_value.values())) if v_value else (0.0, 0.0)
     k_lo, k_hi = (min(k_value.values()), max(k_value.values())) if k_value else (0.0, 0.0)
+    # over the lists as given (SQL aggregates the unnested arrays, duplicates included)
+    v_sd = _stddev_pop([value for _, value in vector])
+    k_sd = _stddev_pop([value for _, value in keyword])
 
     scored: list[tuple[float, int]] = []
     for cid in v_rank.keys() | k_rank.keys():
-        if method == "rrf":
+        if method == "zscore":
+            v_part = (
+                _zscore(vector_weight, v_value[cid], v_lo, v_hi, v_sd, smaller_is_better=True)
+                if cid in v_value
+                else 0.0
+            )
+            k_part = (
+                _zscore(keyword_weight, k_value[cid], k_lo, k_hi, k_sd, smaller_is_better=False)
+                if cid in k_value
+                else 0.0
+            )
+        elif method == "rrf":
             v_part = _share(vector_weight, 1 / (rrf_k + v_rank[cid])) if cid in v_rank else 0.0
             k_part = _share(keyword_weight, 1 / (rrf_k + k_rank[cid])) if cid in k_rank else 0.0
         elif method == "weighted":

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from hybridsearch.collections import Collection
+from hybridsearch.collections import Calibration, Collection
 from hybridsearch.errors import DocumentError, EmbeddingError
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.text.chunking import chunk_text
@@ -94,6 +94,9 @@ class IngestReport:
     #: what the caller should know, one line each: e.g. documents in a script that the
     #: collection's model does not read (see hybridsearch.models.picker.UnreadScripts)
     warnings: list[str] = field(default_factory=list)
+    #: the fusion weights measured after this ingest, when the collection was due a
+    #: calibration (hybridsearch.calibration)
+    calibration: Calibration | None = None
 
     @property
     def documents(self) -> int:

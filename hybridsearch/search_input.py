@@ -155,7 +155,8 @@ def validate_options(
     params.check_top_n(checked_top_n, checked_top_k)
     checked_mode = params.MODE.check(mode)
     checked_filter = parse_filter(filter)
-    stored, name = collection.settings, collection.name
+    # the collection's defaults as hybridsearch.fusion_defaults resolved them
+    stored, name = collection.fusion_defaults, collection.name
     checked_fusion = _or_default(params.FUSION, fusion, stored.fusion, name)
     checked_rrf_k = _or_default(params.RRF_K, rrf_k, stored.rrf_k, name)
     checked_vector_weight = _or_default(

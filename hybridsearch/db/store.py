@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,16 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from hybridsearch import bulk, ingest, search, tenancy
+from hybridsearch import calibration as calibration_db
 from hybridsearch import collections as collections_db
 from hybridsearch import embedding_cache as cache
-from hybridsearch.collections import Collection, CollectionSettings, CollectionStats, Distance
+from hybridsearch.collections import (
+    Calibration,
+    Collection,
+    CollectionSettings,
+    CollectionStats,
+    Distance,
+)
 from hybridsearch.db.connection import Connection
 from hybridsearch.errors import EmbeddingError, from_database_error
 from hybridsearch.ingest import Document, IngestReport, PreparedDocument
@@ -125,6 +133,40 @@ def update_settings(conn: Connection, name: str, settings: CollectionSettings) -
     row = _fetch_one(conn, query, params, f"updating collection {name!r}")
     if row is None:
         raise collections_db.not_found_error(name)
+    return collections_db.collection_from_row(row)
+
+
+def calibration_sample(
+    conn: Connection, collection: Collection
+) -> tuple[int, list[tuple[str, str]], list[dict[str, int]]]:
+    """What a calibration reads (hybridsearch.calibration): the collection's chunk
+    count, the halves of its sampled chunks, and the terms of every first half then
+    every second half under the collection's analyzer."""
+    action = f"sampling collection {collection.name!r}"
+    try:
+        cur = conn.execute(calibration_db.CHUNK_COUNT_SQL, (collection.collection_id,))
+        count_row = cur.fetchone()
+        cur = conn.execute(
+            calibration_db.SAMPLE_SQL, (collection.collection_id, calibration_db.SAMPLE)
+        )
+        contents = [row[0] for row in cur.fetchall()]
+        pairs = [p for p in map(calibration_db.halves, contents) if p is not None]
+        texts = [first for first, _ in pairs] + [second for _, second in pairs]
+        cur = conn.execute(calibration_db.TERM_FREQUENCIES_SQL, (texts, collection.analyzer))
+        rows = cur.fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, action) from exc
+    chunks = int(count_row[0]) if count_row else 0
+    return chunks, pairs, calibration_db.term_frequencies(rows, len(texts))
+
+
+def save_calibration(conn: Connection, collection: Collection, result: Calibration) -> Collection:
+    """Store a collection's calibration; the collection as it is now."""
+    params = (Jsonb(asdict(result)), collection.collection_id)
+    query = calibration_db.SET_CALIBRATION_SQL
+    row = _fetch_one(conn, query, params, f"calibrating collection {collection.name!r}")
+    if row is None:
+        raise collections_db.not_found_error(collection.name)
     return collections_db.collection_from_row(row)
 
 

@@ -93,6 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from hybridsearch.eval.metrics import parse_ks
     from hybridsearch.eval.pipeline import STAGES, evaluate_pipeline, parse_stages
     from hybridsearch.eval.report import (
+        fusion_line,
         input_lines,
         markdown_report,
         plot_metrics,
@@ -137,6 +138,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print("note: no reranker configured (--reranker); rerank stage left out", file=sys.stderr)
     print(stage_table(evaluation))
     print(summary_line(evaluation))
+    if "hybrid" in evaluation.stages or "rerank" in evaluation.stages:
+        print(fusion_line(evaluation))
     for line in input_lines(evaluation.input):
         print(line)
     if args.json:

@@ -149,6 +149,16 @@ def missing_documents(hs: HybridSearch, collection: Collection, qrels: Qrels) ->
     return [doc for doc in wanted if doc not in present]
 
 
+def weights_source(config: PipelineConfig, collection: Collection) -> str:
+    """Where the hybrid's fusion weights came from, for the report."""
+    if config.vector_weight is not None or config.keyword_weight is not None:
+        return "given"
+    stored = collection.settings
+    if stored.vector_weight is not None or stored.keyword_weight is not None:
+        return "collection settings"
+    return "calibration" if stored.calibration is not None else "defaults"
+
+
 def branch_hits(
     hs: HybridSearch,
     collection: str,
@@ -209,7 +219,7 @@ def evaluate_pipeline(
             "path), set HYBRIDSEARCH_RERANKER_MODEL, or leave rerank out of --stages"
         )
     target = hs.get_collection(collection)
-    defaults = target.settings
+    defaults = target.fusion_defaults
     method = config.fusion or defaults.fusion
     rrf_k = defaults.rrf_k if config.rrf_k is None else config.rrf_k
     vector_weight = defaults.vector_weight if config.vector_weight is None else config.vector_weight
@@ -294,6 +304,7 @@ def evaluate_pipeline(
             "rrf_k": rrf_k,
             "vector_weight": vector_weight,
             "keyword_weight": keyword_weight,
+            "weights_from": weights_source(config, target),
             "reranker": reranker.model_id if reranker is not None and "rerank" in chosen else None,
         },
         timings_s={key: round(value, 3) for key, value in timings.items()},

@@ -59,6 +59,16 @@ def summary_line(evaluation: PipelineEvaluation) -> str:
     )
 
 
+def fusion_line(evaluation: PipelineEvaluation) -> str:
+    """How the hybrid stage fused, and where its weights came from."""
+    c = evaluation.config
+    rrf = f", rrf_k {c['rrf_k']}" if c["fusion"] == "rrf" else ""
+    return (
+        f"hybrid fusion: {c['fusion']}{rrf}, weights vector {c['vector_weight']:g}, keyword"
+        f" {c['keyword_weight']:g} (from {c['weights_from']})"
+    )
+
+
 def _missing_sentence(report: InputReport, holder: str) -> str:
     count = report.missing_documents
     return (

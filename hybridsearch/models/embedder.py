@@ -108,6 +108,13 @@ class Embedder(ModelRunner["SentenceTransformer"]):
             return np.empty((0, self.dimensions), dtype=np.float32)
         return self._encode(items, self._document_prompt)
 
+    def embed_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Embed ``texts`` with the query prompt; returns float32 of shape (n, dimensions)."""
+        items = list(texts)
+        if not items:
+            return np.empty((0, self.dimensions), dtype=np.float32)
+        return self._encode(items, self._query_prompt)
+
     def embed_query(self, text: str) -> npt.NDArray[np.float32]:
         """Embed one query with the query prompt; returns float32 of shape (dimensions,)."""
         if not isinstance(text, str):

@@ -5,6 +5,7 @@
 
 -- Hybrid TopK: vector TopK and keyword TopK, each filtered, fused in SQL.
 -- Pass p_embedding NULL for keyword-only or p_query NULL for vector-only search.
+-- A fusion parameter left NULL (the default) is the collection's (fusion_defaults).
 -- Returns the fused TopK with every stage's rank and score and the chunk's content.
 CREATE OR REPLACE FUNCTION hybridsearch.search_hybrid(
     p_collection text,
@@ -12,10 +13,10 @@ CREATE OR REPLACE FUNCTION hybridsearch.search_hybrid(
     p_query text,
     p_top_k integer DEFAULT 50,
     p_filter jsonb DEFAULT NULL,
-    p_fusion text DEFAULT 'rrf',
-    p_rrf_k integer DEFAULT 60,
-    p_vector_weight double precision DEFAULT 1.0,
-    p_keyword_weight double precision DEFAULT 1.0
+    p_fusion text DEFAULT NULL,
+    p_rrf_k integer DEFAULT NULL,
+    p_vector_weight double precision DEFAULT NULL,
+    p_keyword_weight double precision DEFAULT NULL
 )
 RETURNS TABLE (
     fused_rank integer,
@@ -37,9 +38,15 @@ DECLARE
     v_distances  double precision[];
     v_keyword_ids bigint[];
     v_scores     double precision[];
+    v_defaults   record;  -- hybridsearch.fusion_defaults
 BEGIN
     PERFORM hybridsearch.check_top_k(p_top_k);
     PERFORM hybridsearch.check_filter(p_filter);
+    SELECT * INTO v_defaults FROM hybridsearch.fusion_defaults(v_collection.settings);
+    p_fusion := coalesce(p_fusion, v_defaults.fusion);
+    p_rrf_k := coalesce(p_rrf_k, v_defaults.rrf_k);
+    p_vector_weight := coalesce(p_vector_weight, v_defaults.vector_weight);
+    p_keyword_weight := coalesce(p_keyword_weight, v_defaults.keyword_weight);
     -- before either leg runs, not after both (fuse_candidates checks them too)
     PERFORM hybridsearch.check_fusion(p_fusion, p_rrf_k, p_vector_weight, p_keyword_weight);
     -- The legs by internal id (vector_topk, keyword_topk, not search_vector and

@@ -105,7 +105,7 @@ BAD_SEARCHES: list[tuple[str, type[HybridSearchError], str, Callable[[HybridSear
     (
         "unknown fusion",
         InvalidInputError,
-        "rrf or weighted",
+        "zscore, rrf or weighted",
         lambda hs, c: hs.search(c, "data", fusion="max"),
     ),
 ]

@@ -283,7 +283,8 @@ def test_tune_cli_ranks_the_grid_and_saves_the_best(
         assert code == 0, stderr
         result = json.loads((tmp_path / "tune.json").read_text())
         rows = result["rows"]
-        assert len(rows) == 2 * (2 * 2 + 2) * 2  # TopK x (rrf_k x weights + weighted) x depth
+        # TopK x (rrf_k x weights + weighted x weights + zscore x weights) x depth
+        assert len(rows) == 2 * (2 * 2 + 2 + 2) * 2
         objective = [row["ndcg@10"] for row in rows]
         assert objective == sorted(objective, reverse=True)
         assert result["best"] == rows[0]

@@ -344,7 +344,7 @@ def degenerate_vector(values: list[float] | np.ndarray, distance: str) -> bool:
 # -- fusion parameters ----------------------------------------------------------------
 
 fusions = mostly(
-    st.sampled_from(["rrf", "weighted"]),
+    st.sampled_from(["zscore", "rrf", "weighted"]),
     st.sampled_from(["RRF", "", "max", None, *SQL_PAYLOADS]),
     st.text(max_size=6),
 )

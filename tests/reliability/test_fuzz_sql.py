@@ -223,6 +223,12 @@ def test_sql_search_hybrid(
     text = None if values is None else fz.vector_text(values)
     params = (collection, text, query, top_k, flt, fusion, rrf_k, vector_weight, keyword_weight)
     rows, got = _call(fuzz_db.conn, HYBRID_SQL, params)
+    # NULL leaves a fusion parameter to the collection (hybridsearch.fusion_defaults), and
+    # the fuzz collections keep the declared defaults
+    fusion = FUSION.default if fusion is None else fusion
+    rrf_k = RRF_K.default if rrf_k is None else rrf_k
+    vector_weight = VECTOR_WEIGHT.default if vector_weight is None else vector_weight
+    keyword_weight = KEYWORD_WEIGHT.default if keyword_weight is None else keyword_weight
     bad_weight = (
         not VECTOR_WEIGHT.accepts(vector_weight)
         or not KEYWORD_WEIGHT.accepts(keyword_weight)

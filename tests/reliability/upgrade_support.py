@@ -458,9 +458,12 @@ def _calls(
             " p_top_k => %s, p_filter => %s::jsonb)",
             (collection, query, TOP_K, flt),
         ),
+        # named in full: from revision 0002 a fusion left out is the collection's, and a
+        # fresh build's collections default to zscore where 0.1.0's stored rrf
         "hybrid_rrf": (
             "SELECT * FROM hybridsearch.search_hybrid(%s, %s::vector, %s, p_top_k => %s,"
-            " p_filter => %s::jsonb)",
+            " p_filter => %s::jsonb, p_fusion => 'rrf', p_rrf_k => 60,"
+            " p_vector_weight => 1, p_keyword_weight => 1)",
             (collection, vector, query, TOP_K, flt),
         ),
         "hybrid_weighted": (

@@ -115,13 +115,26 @@ def _refusal(param: Bounded) -> str:
     return re.escape(f"{param.name} must be {param.expected}, got")
 
 
-def _reference(rows: list[tuple[Any, ...]], arguments: dict[str, Any]) -> list[tuple[int, float]]:
-    """What hybridsearch.fusion.fuse makes of the legs the SQL returned with its rows."""
-    vector = sorted((r for r in rows if r[3] is not None), key=lambda r: r[3])
-    keyword = sorted((r for r in rows if r[5] is not None), key=lambda r: r[5])
+LEGS_SQL = (
+    "SELECT array_agg(ARRAY[chunk_id, vector_distance] ORDER BY vector_rank)"
+    " FROM hybridsearch.search_vector(%(c)s, '[1,0,0]', %(k)s)"
+    " UNION ALL"
+    " SELECT array_agg(ARRAY[chunk_id, keyword_score] ORDER BY keyword_rank)"
+    " FROM hybridsearch.search_keyword(%(c)s, 'postgres', %(k)s)"
+)
+
+
+def _reference(
+    conn: psycopg.Connection, collection: str, arguments: dict[str, Any]
+) -> list[tuple[int, float]]:
+    """What hybridsearch.fusion.fuse makes of the two legs search_hybrid fuses (whole:
+    zscore and weighted read each list's spread, not only the rows fused to the top)."""
+    vector, keyword = (
+        row[0] or [] for row in conn.execute(LEGS_SQL, {"c": collection, "k": arguments["top_k"]})
+    )
     fused = fuse(
-        [(r[0], r[4]) for r in vector],
-        [(r[0], r[6]) for r in keyword],
+        [(int(cid), value) for cid, value in vector],
+        [(int(cid), value) for cid, value in keyword],
         method=arguments["fusion"],
         rrf_k=arguments["rrf_k"],
         vector_weight=arguments["vector_weight"],
@@ -151,7 +164,7 @@ def test_search_hybrid_accepts_exactly_the_declared_range(
         return
     rows = conn.execute(HYBRID_SQL, call).fetchall()
     assert len(rows) == min(len(ROWS), arguments["top_k"])
-    expected = _reference(rows, arguments)
+    expected = _reference(conn, collection, arguments)
     assert [r[0] for r in rows] == [chunk_id for chunk_id, _ in expected]
     for row, (_, score) in zip(rows, expected, strict=True):
         assert row[2] == pytest.approx(score, rel=1e-12, abs=1e-15)
@@ -193,14 +206,11 @@ def test_fuse_candidates_accepts_exactly_the_declared_range(
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("fusion", "max", "fusion must be rrf or weighted, got 'max'"),
-        ("fusion", "RRF", "fusion must be rrf or weighted"),
-        ("fusion", None, "fusion must be rrf or weighted, got NULL"),
-        ("rrf_k", None, "rrf_k must be an integer between 1 and 100000, got NULL"),
+        ("fusion", "max", "fusion must be zscore, rrf or weighted, got 'max'"),
+        ("fusion", "RRF", "fusion must be zscore, rrf or weighted"),
         ("vector_weight", math.nan, "vector_weight must be a finite number .* got NaN"),
         ("vector_weight", math.inf, "vector_weight must be a finite number .* got Infinity"),
         ("keyword_weight", -math.inf, "keyword_weight must be a finite number .* got -Infinity"),
-        ("keyword_weight", None, "keyword_weight must be a finite number .* got NULL"),
     ],
 )
 def test_search_hybrid_refuses_what_no_bound_admits(
@@ -219,6 +229,25 @@ def test_search_hybrid_refuses_what_no_bound_admits(
                 arguments["keyword_weight"],
             ),
         )
+
+
+@pytest.mark.parametrize(
+    ("position", "message"),
+    [
+        (4, "fusion must be zscore, rrf or weighted, got NULL"),
+        (5, "rrf_k must be an integer between 1 and 100000, got NULL"),
+        (7, "keyword_weight must be a finite number .* got NULL"),
+    ],
+)
+def test_fuse_candidates_refuses_null_parameters(
+    conn: psycopg.Connection, position: int, message: str
+) -> None:
+    """search_hybrid reads a NULL as the collection's default; the pure fusion has no
+    collection to ask, so a NULL there is a mistake."""
+    arguments: list[Any] = [[1], [0.1], [2], [1.0], "zscore", 60, 1.0, 1.0, 10]
+    arguments[position] = None
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+        conn.execute(FUSE_SQL, arguments)
 
 
 def test_two_zero_weights_are_refused_one_is_not(conn: psycopg.Connection, collection: str) -> None:
@@ -261,11 +290,15 @@ def test_sql_defaults_are_the_declared_ones(conn: psycopg.Connection) -> None:
         "p_vector_weight": VECTOR_WEIGHT.default,
         "p_keyword_weight": KEYWORD_WEIGHT.default,
     }
+    # search_hybrid leaves fusion to the collection (fusion_defaults, whose own defaults
+    # test_fusion_defaults_resolve_settings_then_calibration_then_declared_defaults checks)
     assert _sql_defaults(conn, "hybridsearch.search_hybrid") == {
-        **declared,
         "p_top_k": TOP_K.default,
         "p_filter": None,
-        "p_fusion": FUSION.default,
+        "p_fusion": None,
+        "p_rrf_k": None,
+        "p_vector_weight": None,
+        "p_keyword_weight": None,
     }
     assert _sql_defaults(conn, "hybridsearch.fuse_candidates") == {
         **declared,
@@ -283,3 +316,51 @@ def test_hnsw_ef_search_caps_top_k(conn: psycopg.Connection) -> None:
         "SELECT max_val::integer FROM pg_catalog.pg_settings WHERE name = 'hnsw.ef_search'"
     ).fetchone()[0]
     assert limit == TOP_K.maximum
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        # nothing stored: the defaults declared in hybridsearch/params.py
+        ({}, (FUSION.default, RRF_K.default, VECTOR_WEIGHT.default, KEYWORD_WEIGHT.default)),
+        # a calibration fills the weights the settings leave unset (null or absent)
+        (
+            {"vector_weight": None, "calibration": {"vector_weight": 0.1, "keyword_weight": 1}},
+            (FUSION.default, RRF_K.default, 0.1, 1.0),
+        ),
+        # weights set in the settings win over the calibration
+        (
+            {"fusion": "rrf", "rrf_k": 10, "keyword_weight": 0.5,
+             "calibration": {"vector_weight": 0.2, "keyword_weight": 1}},
+            ("rrf", 10, 0.2, 0.5),
+        ),
+    ],
+)  # fmt: skip
+def test_fusion_defaults_resolve_settings_then_calibration_then_declared_defaults(
+    conn: psycopg.Connection, settings: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    row = conn.execute(
+        "SELECT * FROM hybridsearch.fusion_defaults(%s)", (Jsonb(settings),)
+    ).fetchone()
+    assert row == expected
+
+
+def test_search_hybrid_fuses_with_the_collections_defaults_where_a_call_names_none(
+    conn: psycopg.Connection, collection: str
+) -> None:
+    named = (collection, 10, "rrf", 7, 0.25, 1.0)
+    conn.execute(
+        "UPDATE hybridsearch.collections SET settings = settings || %s WHERE name = %s",
+        (Jsonb({"fusion": "rrf", "rrf_k": 7, "vector_weight": 0.25}), collection),
+    )
+    try:
+        unnamed = (collection, 10, None, None, None, None)
+        assert conn.execute(HYBRID_SQL, unnamed).fetchall() == (
+            conn.execute(HYBRID_SQL, named).fetchall()
+        )
+    finally:
+        conn.execute(
+            "UPDATE hybridsearch.collections"
+            " SET settings = settings - 'fusion' - 'rrf_k' - 'vector_weight' WHERE name = %s",
+            (collection,),
+        )

@@ -332,7 +332,7 @@ def test_ties_break_by_chunk_id(conn: psycopg.Connection, small: str) -> None:
         ),
         (
             "SELECT * FROM hybridsearch.search_hybrid({name}, '[1,0,0]', 'x', 10, NULL, 'max')",
-            "rrf or weighted",
+            "zscore, rrf or weighted",
         ),
     ],
 )
@@ -548,7 +548,7 @@ def test_broad_and_misestimated_filters_use_hnsw(conn: psycopg.Connection) -> No
         conn.execute("SELECT hybridsearch.drop_collection(%s)", (name,))
 
 
-@pytest.mark.parametrize("method", ["rrf", "weighted"])
+@pytest.mark.parametrize("method", ["zscore", "rrf", "weighted"])
 def test_sql_fusion_matches_python_reference(conn: psycopg.Connection, method: str) -> None:
     rng = random.Random(7)
     for _ in range(60):

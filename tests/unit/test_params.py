@@ -17,7 +17,7 @@ import pytest
 
 from hybridsearch import params
 from hybridsearch.cli import build_parser
-from hybridsearch.collections import Collection, CollectionSettings
+from hybridsearch.collections import Collection, CollectionSettings, FusionDefaults
 from hybridsearch.errors import InvalidInputError
 from hybridsearch.fusion import fuse
 from hybridsearch.params import (
@@ -61,6 +61,9 @@ def _typed(param: Bounded, value: float) -> int | float:
 
 
 def _collection(**settings: Any) -> Collection:
+    """A collection with these settings, and the defaults hybridsearch.fusion_defaults
+    resolves from them (tests/sql/test_params_sql.py checks that resolution)."""
+    stored = CollectionSettings(**settings)
     return Collection(
         collection_id=1,
         name="docs",
@@ -68,7 +71,17 @@ def _collection(**settings: Any) -> Collection:
         dimensions=3,
         distance="cosine",
         analyzer="mixed",
-        settings=CollectionSettings(**settings),
+        settings=stored,
+        fusion_defaults=FusionDefaults(
+            fusion=stored.fusion,
+            rrf_k=stored.rrf_k,
+            vector_weight=VECTOR_WEIGHT.default
+            if stored.vector_weight is None
+            else stored.vector_weight,
+            keyword_weight=KEYWORD_WEIGHT.default
+            if stored.keyword_weight is None
+            else stored.keyword_weight,
+        ),
     )
 
 
@@ -168,8 +181,10 @@ def test_defaults_are_the_declared_ones() -> None:
         KEYWORD_WEIGHT.default,
     )
     settings = CollectionSettings()
-    for param in (FUSION, *FUSION_RANGES):
+    for param in (FUSION, RRF_K):
         assert getattr(settings, param.name) == param.default
+    # unset: the calibrated weights, else the declared defaults (hybridsearch.fusion_defaults)
+    assert (settings.vector_weight, settings.keyword_weight) == (None, None)
     defaults = inspect.signature(fuse).parameters
     assert defaults["method"].default == FUSION.default
     assert defaults["limit"].default == TOP_K.default
