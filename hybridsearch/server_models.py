@@ -221,6 +221,11 @@ class EvalResponse(BaseModel):
     stages: dict[str, dict[str, float]]
     config: dict[str, Any]
     timings_s: dict[str, float]
+    input: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what was left out of the input: skipped queries and judgments per"
+        " reason, judged documents the collection lacks",
+    )
 
 
 class Health(BaseModel):
