@@ -324,11 +324,14 @@ class AsyncHybridSearch:
         keyword_weight: float | None = None,
         query_embedding: np.ndarray | None = None,
         tenant: str | None = None,
+        rerank_depth: int | None = None,
     ) -> SearchResult:
         """TopN for ``query`` with every stage's ranks, scores, snippets and timings.
 
         ``query_embedding`` skips embedding the query (it must match the collection).
-        ``tenant`` restricts the search to one tenant's documents.
+        ``tenant`` restricts the search to one tenant's documents. ``rerank_depth``: how
+        many of the fused TopK the reranker scores (None: all); the rest follow them in
+        fused order, and ``top_n`` may exceed it (:data:`hybridsearch.params.RERANK_DEPTH`).
         """
         target = await self.get_collection(collection)
         options = validate_options(
@@ -344,6 +347,7 @@ class AsyncHybridSearch:
             keyword_weight=keyword_weight,
             max_query_chars=self.settings.max_query_chars,
             tenant=tenant,
+            rerank_depth=rerank_depth,
         )
         timer = StageTimer()
         embedding = await self._embed_query(target, options, query_embedding, timer)
@@ -357,7 +361,7 @@ class AsyncHybridSearch:
                     statement_timeout_ms=self.settings.statement_timeout_ms,
                 )
         with timer.stage("rerank"):
-            top, reranked, note = await asyncio.to_thread(
+            top, depth, note = await asyncio.to_thread(
                 rerank_candidates,
                 candidates,
                 options,
@@ -368,7 +372,7 @@ class AsyncHybridSearch:
         if top:
             async with checkout(self._pool) as conn:
                 top = await store_async.add_snippets(conn, target, options.query, top)
-        return search_result(options, candidates, top, reranked, note, timer)
+        return search_result(options, candidates, top, depth, note, timer)
 
     async def _embed_query(
         self,

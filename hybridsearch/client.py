@@ -290,11 +290,14 @@ class HybridSearch:
         keyword_weight: float | None = None,
         query_embedding: np.ndarray | None = None,
         tenant: str | None = None,
+        rerank_depth: int | None = None,
     ) -> SearchResult:
         """TopN for ``query`` with every stage's ranks, scores, snippets and timings.
 
         ``query_embedding`` skips embedding the query (it must match the collection).
-        ``tenant`` restricts the search to one tenant's documents.
+        ``tenant`` restricts the search to one tenant's documents. ``rerank_depth``: how
+        many of the fused TopK the reranker scores (None: all); the rest follow them in
+        fused order, and ``top_n`` may exceed it (:data:`hybridsearch.params.RERANK_DEPTH`).
         """
         target = self.get_collection(collection)
         options = validate_options(
@@ -310,6 +313,7 @@ class HybridSearch:
             keyword_weight=keyword_weight,
             max_query_chars=self.settings.max_query_chars,
             tenant=tenant,
+            rerank_depth=rerank_depth,
         )
         timer = StageTimer()
         embedding = self._embed_query(target, options, query_embedding, timer)
@@ -322,7 +326,7 @@ class HybridSearch:
                 statement_timeout_ms=self.settings.statement_timeout_ms,
             )
         with timer.stage("rerank"):
-            top, reranked, note = rerank_candidates(
+            top, depth, note = rerank_candidates(
                 candidates,
                 options,
                 self.reranker,
@@ -332,7 +336,7 @@ class HybridSearch:
         if top:
             with checkout(self._pool) as conn:
                 top = store.add_snippets(conn, target, options.query, top)
-        return search_result(options, candidates, top, reranked, note, timer)
+        return search_result(options, candidates, top, depth, note, timer)
 
     def _embed_query(
         self,

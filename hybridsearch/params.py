@@ -9,9 +9,11 @@ evaluation and tuning (:mod:`hybridsearch.eval`) and the Python reference fusion
 (``hybridsearch.check_fusion`` in ``sql/api/fusion.sql``, ``hybridsearch.check_top_k``)
 and declare the same defaults; ``tests/sql/test_params_sql.py`` holds them to it.
 
-Two rules join parameters: ``top_n`` cannot exceed ``top_k`` (the reranker picks TopN out
-of TopK), and the two fusion weights cannot both be 0 (every fused score would be 0, and
-the order arbitrary).
+Three rules join parameters: ``top_n`` cannot exceed ``top_k`` (the reranker picks TopN out
+of TopK), nor can ``rerank_depth`` (the reranker scores candidates of the fused TopK), and
+the two fusion weights cannot both be 0 (every fused score would be 0, and the order
+arbitrary). ``top_n`` may exceed ``rerank_depth``: the reranked candidates come first,
+then the rest in fused order.
 
 Adding a fusion method: add it to :data:`FusionMethod`, to ``sql/api/fusion.sql``, and to
 the reference :func:`hybridsearch.fusion.fuse` (mypy reports the missing branch).
@@ -31,6 +33,8 @@ Mode = Literal["hybrid", "vector", "keyword"]
 
 C = TypeVar("C", bound=str)
 T_co = TypeVar("T_co", covariant=True)
+#: an integer parameter's default: an int, or None where None means something (see its docs)
+D_co = TypeVar("D_co", bound=int | None, covariant=True)
 
 
 class Param(Protocol[T_co]):
@@ -82,11 +86,12 @@ class Choice(Generic[C]):
 
 
 @dataclass(frozen=True)
-class IntRange:
-    """An integer parameter with inclusive bounds."""
+class IntRange(Generic[D_co]):
+    """An integer parameter with inclusive bounds; its default may be None (then the
+    parameter's documentation says what None means)."""
 
     name: str
-    default: int
+    default: D_co
     minimum: int
     maximum: int
     description: str
@@ -189,6 +194,22 @@ TOP_N = IntRange("top_n", 5, 1, TOP_K.maximum, "results after reranking (precisi
 """At least 1 and at most ``top_k`` of the same search (the reranker picks TopN from
 TopK), hence at most TOP_K's maximum. The default 5 is about what an LLM prompt takes."""
 
+RERANK_DEPTH: IntRange[None] = IntRange(
+    "rerank_depth",
+    None,
+    1,
+    TOP_K.maximum,
+    "fused candidates the cross-encoder scores, at most top_k",
+)
+"""How many of the fused TopK, from the top, the cross-encoder scores; the candidates below
+keep their fused order after the reranked ones, and TopN is taken from that order, so
+``top_n`` may exceed it (the reranked candidates first, then fused order). At least 1, at
+most ``top_k`` of the same search, hence at most TOP_K's maximum. The reranker's time
+grows with the depth (a cross-encoder reads every pair it scores); a shallower depth trades
+some of its gain for that time, which ``hybridsearch eval --rerank-depth`` and ``tune``
+measure on judged queries. The default None reranks all of TopK (the behaviour before
+the parameter existed); a measured default is to be chosen later."""
+
 RRF_K = IntRange("rrf_k", 60, 1, 100_000, "RRF's rank constant k in w / (k + rank)")
 """At least 1: k damps the top ranks, and at k = 0 (plain reciprocal rank) one list's first
 hit already weighs as much as second place in both lists (1/1 = 1/2 + 1/2); Elasticsearch
@@ -208,7 +229,14 @@ Default 1: the legs count equally."""
 KEYWORD_WEIGHT = FloatRange("keyword_weight", 1.0, 0.0, 1e6, "weight of the keyword leg")
 """Bounded as :data:`VECTOR_WEIGHT`, and not 0 together with it."""
 
-RANGES: tuple[IntRange | FloatRange, ...] = (TOP_K, TOP_N, RRF_K, VECTOR_WEIGHT, KEYWORD_WEIGHT)
+RANGES: tuple[IntRange[int | None] | FloatRange, ...] = (
+    TOP_K,
+    TOP_N,
+    RERANK_DEPTH,
+    RRF_K,
+    VECTOR_WEIGHT,
+    KEYWORD_WEIGHT,
+)
 """Every bounded search parameter."""
 
 CHOICES: tuple[Choice[FusionMethod] | Choice[Mode], ...] = (MODE, FUSION)
@@ -217,7 +245,7 @@ CHOICES: tuple[Choice[FusionMethod] | Choice[Mode], ...] = (MODE, FUSION)
 
 def add_argument(
     parser: argparse.ArgumentParser,
-    param: Choice[FusionMethod] | Choice[Mode] | IntRange | FloatRange,
+    param: Choice[FusionMethod] | Choice[Mode] | IntRange[int | None] | FloatRange,
     *,
     default: object = None,
     default_text: str | None = None,
@@ -242,6 +270,16 @@ def check_top_n(top_n: int, top_k: int) -> None:
     if top_n > top_k:
         raise InvalidInputError(
             f"top_n ({top_n}) cannot exceed top_k ({top_k}): the reranker picks TopN from TopK"
+        )
+
+
+def check_rerank_depth(rerank_depth: int | None, top_k: int) -> None:
+    """InvalidInputError unless ``rerank_depth`` is None (all of TopK) or at most ``top_k``
+    (both already within their bounds). ``top_n`` may exceed the depth."""
+    if rerank_depth is not None and rerank_depth > top_k:
+        raise InvalidInputError(
+            f"rerank_depth ({rerank_depth}) cannot exceed top_k ({top_k}): the reranker "
+            "scores candidates of the fused TopK; lower rerank_depth or raise top_k"
         )
 
 

@@ -3,8 +3,10 @@
 Arguments are validated in :mod:`hybridsearch.search_input`.
 
 The candidates come from ``hybridsearch.search_hybrid`` (the same function a SQL user
-calls). The reranker sees the fused TopK and keeps TopN; when it is missing or fails,
-the fused TopN comes back flagged ``reranked=False`` with a note saying why.
+calls). The reranker scores the first ``rerank_depth`` of the fused TopK (all of them by
+default); those come first by its score, the rest follow in fused order, and TopN is
+taken from that order. When it is missing or fails, the fused TopN comes back flagged
+``reranked=False`` with a note saying why.
 
 A search holds a pooled connection only while its SQL runs (``search`` in
 :mod:`hybridsearch.aio`, from which :mod:`hybridsearch.client` is generated): one
@@ -20,19 +22,22 @@ the extra checkout.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from psycopg.types.json import Jsonb
 
 from hybridsearch.collections import Collection
+from hybridsearch.errors import InvalidInputError
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker, rerank_safely
 from hybridsearch.search_input import Mode as Mode  # re-exported: the public name
 from hybridsearch.search_input import SearchOptions
+
+T = TypeVar("T")
 
 # SQL run by hybridsearch.db.store (written once in store_async.py).
 SET_STATEMENT_TIMEOUT_SQL = "SELECT set_config('statement_timeout', %s, true)"
@@ -74,7 +79,11 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The TopN, whether they were reranked (and if not, why), and per-stage timings."""
+    """The TopN, whether they were reranked (and if not, why), and per-stage timings.
+
+    ``rerank_depth`` is how many of the fused candidates the reranker scored (the first
+    ones; fewer than asked when fewer were found), None when it did not order them.
+    """
 
     query: str
     results: list[Hit]
@@ -82,6 +91,7 @@ class SearchResult:
     timings_ms: dict[str, float]
     candidates: list[Hit] = field(default_factory=list)
     note: str | None = None
+    rerank_depth: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract shared by the CLI's ``search --json`` and the HTTP API."""
@@ -107,6 +117,7 @@ class SearchResult:
                 for h in self.results
             ],
             "reranked": self.reranked,
+            "rerank_depth": self.rerank_depth,
             "timings_ms": self.timings_ms,
         }
 
@@ -145,16 +156,39 @@ def candidate_params(
     )
 
 
+def rerank_order(fused: Sequence[T], scores: Sequence[float], top_n: int) -> list[T]:
+    """The reranked TopN, then the rest of the fused list in fused order.
+
+    ``scores`` are the reranker's scores for the head of ``fused`` (as deep as it reranked);
+    the TopN are the best of them, ties kept in fused order. The one ordering rule of the
+    rerank stage: search (:func:`rerank_candidates`, with ``top_n`` the depth) and
+    evaluation (:mod:`hybridsearch.eval.runs`) both order by it.
+    """
+    if len(scores) > len(fused):
+        raise InvalidInputError(f"{len(scores)} rerank scores for {len(fused)} candidates")
+    top = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:top_n]
+    chosen = set(top)
+    return [fused[i] for i in top] + [item for i, item in enumerate(fused) if i not in chosen]
+
+
+def rerank_depth(options: SearchOptions, candidates: int) -> int:
+    """How many of ``candidates`` fused candidates, from the top, the reranker scores."""
+    if options.rerank_depth is None:
+        return candidates
+    return min(options.rerank_depth, candidates)
+
+
 def _reorder(candidates: list[Hit], scores: list[float], top_n: int) -> list[Hit]:
-    """The TopN candidates by rerank score (ties keep fused order), renumbered."""
-    order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
+    """The candidates the reranker scored (the first ``len(scores)``) by its score, ties in
+    fused order, then the rest in fused order; the first ``top_n`` of them, renumbered."""
+    order = rerank_order(range(len(candidates)), scores, len(scores))[:top_n]
     return [
         replace(
             candidates[i],
             rank=new_rank,
-            scores=replace(candidates[i].scores, rerank=scores[i]),
+            scores=replace(candidates[i].scores, rerank=scores[i] if i < len(scores) else None),
         )
-        for new_rank, i in enumerate(order[:top_n], start=1)
+        for new_rank, i in enumerate(order, start=1)
     ]
 
 
@@ -164,20 +198,24 @@ def rerank_candidates(
     reranker: Reranker | None,
     rerank: bool,
     timeout_s: float | None = None,
-) -> tuple[list[Hit], bool, str | None]:
-    """The TopN, whether the reranker ordered them, and a note when it did not."""
+) -> tuple[list[Hit], int | None, str | None]:
+    """The TopN; how many candidates the reranker scored (None when it did not order
+    them), and a note when it did not.
+
+    The reranker scores the first :func:`rerank_depth` candidates; the TopN are those by
+    its score, then the candidates below the depth in fused order.
+    """
     if not rerank:
         note = "reranking turned off for this search; results are in fused order"
-        return candidates[: options.top_n], False, note
+        return candidates[: options.top_n], None, note
     if not candidates:
-        return [], False, None
-    outcome = rerank_safely(
-        reranker, options.query, [h.text for h in candidates], timeout_s=timeout_s
-    )
+        return [], None, None
+    head = candidates[: rerank_depth(options, len(candidates))]
+    outcome = rerank_safely(reranker, options.query, [h.text for h in head], timeout_s=timeout_s)
     if outcome.scores is None:
-        return candidates[: options.top_n], False, outcome.note
+        return candidates[: options.top_n], None, outcome.note
     top = _reorder(candidates, [float(s) for s in outcome.scores], options.top_n)
-    return top, True, outcome.note
+    return top, len(head), outcome.note
 
 
 def highlight_params(collection: Collection, query: str, hits: list[Hit]) -> tuple[Any, ...]:
@@ -214,18 +252,20 @@ def search_result(
     options: SearchOptions,
     candidates: list[Hit],
     top: list[Hit],
-    reranked: bool,
+    depth: int | None,
     note: str | None,
     timer: StageTimer,
 ) -> SearchResult:
-    """The report of a finished search (sync and async clients alike)."""
+    """The report of a finished search (sync and async clients alike); ``depth`` as
+    :func:`rerank_candidates` returns it."""
     return SearchResult(
         query=options.query,
         results=top,
-        reranked=reranked,
+        reranked=depth is not None,
         timings_ms=timer.report(),
         candidates=candidates,
         note=note,
+        rerank_depth=depth,
     )
 
 

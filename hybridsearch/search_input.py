@@ -44,6 +44,8 @@ class SearchOptions:
     vector_weight: float
     keyword_weight: float
     tenant: str | None = None
+    #: fused candidates the reranker scores; None: all of them (params.RERANK_DEPTH)
+    rerank_depth: int | None = None
 
 
 def validate_query(query: object, max_chars: int) -> str:
@@ -147,12 +149,15 @@ def validate_options(
     keyword_weight: object,
     max_query_chars: int,
     tenant: str | None = None,
+    rerank_depth: object = None,
 ) -> SearchOptions:
     """Check every search argument before touching the model or the database."""
     text = validate_query(query, max_query_chars)
     checked_top_k = params.TOP_K.check(top_k)
     checked_top_n = params.TOP_N.check(top_n)
     params.check_top_n(checked_top_n, checked_top_k)
+    checked_depth = None if rerank_depth is None else params.RERANK_DEPTH.check(rerank_depth)
+    params.check_rerank_depth(checked_depth, checked_top_k)
     checked_mode = params.MODE.check(mode)
     checked_filter = parse_filter(filter)
     # the collection's defaults as hybridsearch.fusion_defaults resolved them
@@ -183,6 +188,7 @@ def validate_options(
         vector_weight=checked_vector_weight,
         keyword_weight=checked_keyword_weight,
         tenant=tenant,
+        rerank_depth=checked_depth,
     )
 
 

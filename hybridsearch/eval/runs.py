@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from hybridsearch.errors import InvalidInputError
 from hybridsearch.eval.metrics import Run
-
-T = TypeVar("T")
+from hybridsearch.search import rerank_order as rerank_order  # one rule, search's; re-exported
 
 #: ``{query_id: [document_id, ...]}``, best first.
 Rankings = dict[str, list[str]]
@@ -28,19 +26,6 @@ Rankings = dict[str, list[str]]
 def document_ranking(document_ids: Iterable[str]) -> list[str]:
     """Document ids in order of first appearance (the best chunk represents a document)."""
     return list(dict.fromkeys(document_ids))
-
-
-def rerank_order(fused: Sequence[T], scores: Sequence[float], top_n: int) -> list[T]:
-    """The reranked TopN, then the rest of the fused list in fused order.
-
-    ``scores`` are the reranker's scores for the head of ``fused`` (as deep as it reranked);
-    the TopN are the best of them, ties kept in fused order, as the search service does.
-    """
-    if len(scores) > len(fused):
-        raise InvalidInputError(f"{len(scores)} rerank scores for {len(fused)} candidates")
-    top = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:top_n]
-    chosen = set(top)
-    return [fused[i] for i in top] + [item for i, item in enumerate(fused) if i not in chosen]
 
 
 def to_run(rankings: Mapping[str, Sequence[str]]) -> Run:
