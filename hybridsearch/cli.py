@@ -21,11 +21,13 @@ from hybridsearch.params import (
     FUSION,
     KEYWORD_WEIGHT,
     MODE,
+    RERANK_DEPTH,
     RRF_K,
     TOP_K,
     TOP_N,
     VECTOR_WEIGHT,
     add_argument,
+    check_rerank_depth,
 )
 from hybridsearch.server_cli import register_serve_command
 
@@ -269,6 +271,8 @@ def cmd_delete(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    # before connecting or loading a model: the flags alone are wrong
+    check_rerank_depth(args.rerank_depth, args.top_k)
     with _client(args) as hs:
         result = hs.search(
             args.collection,
@@ -278,6 +282,7 @@ def cmd_search(args: argparse.Namespace) -> None:
             filter=args.filter,
             mode=args.mode,
             rerank=not args.no_rerank,
+            rerank_depth=args.rerank_depth,
             fusion=args.fusion,
             rrf_k=args.rrf_k,
             vector_weight=args.vector_weight,
@@ -466,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_argument(search, fusion_param, default_text="the collection's")
     search.add_argument("--reranker", help="cross-encoder name or path (default: settings)")
     search.add_argument("--no-rerank", action="store_true")
+    add_argument(search, RERANK_DEPTH, default_text="all of TopK")
     search.add_argument("--json", action="store_true", help="print the JSON contract")
     search.add_argument("query")
     search.set_defaults(func=cmd_search)

@@ -231,6 +231,7 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
             mode=body.mode,
             filter=body.filter,
             rerank=body.rerank,
+            rerank_depth=body.rerank_depth,
             fusion=body.fusion,
             rrf_k=body.rrf_k,
             vector_weight=body.vector_weight,

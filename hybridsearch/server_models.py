@@ -38,7 +38,7 @@ PostgresText = Annotated[str, AfterValidator(_postgres_text)]
 Relevance = Annotated[int, Field(ge=-100, le=100)]
 
 
-def _bounded(param: params.IntRange | params.FloatRange) -> Any:
+def _bounded(param: params.IntRange[int | None] | params.FloatRange) -> Any:
     """The declared bounds of ``param`` as pydantic constraints (and OpenAPI min/max)."""
     return Field(
         ge=param.minimum,
@@ -50,6 +50,7 @@ def _bounded(param: params.IntRange | params.FloatRange) -> Any:
 
 TopK = Annotated[int, _bounded(params.TOP_K)]
 TopN = Annotated[int, _bounded(params.TOP_N)]
+RerankDepth = Annotated[int, _bounded(params.RERANK_DEPTH)]
 RrfK = Annotated[int, _bounded(params.RRF_K)]
 VectorWeight = Annotated[float, _bounded(params.VECTOR_WEIGHT)]
 KeywordWeight = Annotated[float, _bounded(params.KEYWORD_WEIGHT)]
@@ -147,6 +148,9 @@ class SearchBody(BaseModel):
     mode: Mode = Field(params.MODE.default, description=params.MODE.description)
     filter: dict[str, Any] | None = Field(default=None, description="metadata containment filter")
     rerank: bool = True
+    rerank_depth: RerankDepth | None = Field(
+        default=None, description=f"{params.RERANK_DEPTH.description}; default: all of TopK"
+    )
     fusion: FusionMethod | None = Field(
         default=None, description=f"{params.FUSION.description}; {COLLECTION_DEFAULT}"
     )
@@ -183,6 +187,10 @@ class SearchResponse(BaseModel):
     query: str
     results: list[HitBody]
     reranked: bool
+    rerank_depth: int | None = Field(
+        description="how many fused candidates the reranker scored (the first ones); "
+        "null when the results are not reranked"
+    )
     timings_ms: dict[str, float]
 
 
@@ -201,7 +209,7 @@ class EvalBody(BaseModel):
     )
     top_k: TopK | None = None
     top_n: TopN | None = None
-    rerank_depth: TopK | None = Field(default=None, description="fused candidates reranked")
+    rerank_depth: RerankDepth | None = Field(default=None, description="fused candidates reranked")
     fusion: FusionMethod | None = None
     rrf_k: RrfK | None = None
     vector_weight: VectorWeight | None = None

@@ -26,6 +26,7 @@ from hybridsearch.params import (
     KEYWORD_WEIGHT,
     MODE,
     RANGES,
+    RERANK_DEPTH,
     RRF_K,
     TOP_K,
     TOP_N,
@@ -36,7 +37,7 @@ from hybridsearch.params import (
 from hybridsearch.search_input import validate_options
 from hybridsearch.server_models import EvalBody, SearchBody, SettingsBody
 
-Bounded = IntRange | FloatRange
+Bounded = IntRange[int | None] | FloatRange
 FUSION_RANGES = (RRF_K, VECTOR_WEIGHT, KEYWORD_WEIGHT)
 
 
@@ -110,7 +111,7 @@ def test_python_validation_accepts_exactly_the_declared_range(
     param: Bounded, value: float, ok: bool
 ) -> None:
     given: dict[str, Any] = {param.name: _typed(param, value)}
-    if param is TOP_N:  # TopN is also bounded by the TopK of the same search
+    if param in (TOP_N, RERANK_DEPTH):  # also bounded by the TopK of the same search
         given["top_k"] = TOP_K.maximum
     if param is TOP_K:
         given["top_n"] = TOP_N.minimum
@@ -130,9 +131,11 @@ def test_python_validation_refuses_weights_that_are_not_finite_numbers(
         _validate(**{param.name: value})
 
 
-@pytest.mark.parametrize("param", [TOP_K, TOP_N, RRF_K])
+@pytest.mark.parametrize("param", [TOP_K, TOP_N, RERANK_DEPTH, RRF_K])
 @pytest.mark.parametrize("value", [1.0, True, "5"])
-def test_python_validation_refuses_integers_of_another_type(param: IntRange, value: object) -> None:
+def test_python_validation_refuses_integers_of_another_type(
+    param: IntRange[int | None], value: object
+) -> None:
     with pytest.raises(InvalidInputError, match=_said(param)):
         _validate(**{param.name: value})
 
@@ -159,6 +162,16 @@ def test_python_validation_joins_top_n_to_top_k_and_refuses_two_zero_weights() -
         _validate(_collection(keyword_weight=0.0), vector_weight=0)
 
 
+def test_python_validation_joins_rerank_depth_to_top_k_but_not_to_top_n() -> None:
+    assert _validate(top_k=7, rerank_depth=7).rerank_depth == 7
+    with pytest.raises(InvalidInputError, match=r"rerank_depth \(8\) cannot exceed top_k \(7\)"):
+        _validate(top_k=7, rerank_depth=8)
+    # TopN deeper than the depth: the reranked candidates first, then fused order
+    options = _validate(top_k=20, top_n=10, rerank_depth=3)
+    assert (options.top_k, options.top_n, options.rerank_depth) == (20, 10, 3)
+    assert _validate().rerank_depth is None  # all of TopK
+
+
 def test_a_stored_default_outside_the_bounds_says_where_it_comes_from() -> None:
     """rrf_k = 0 was accepted before the bounds were declared once; a collection may hold it."""
     old = _collection(rrf_k=0)
@@ -174,6 +187,7 @@ def test_defaults_are_the_declared_ones() -> None:
         TOP_N.default,
         MODE.default,
     )
+    assert options.rerank_depth is RERANK_DEPTH.default is None  # None: all of TopK
     assert (options.fusion, options.rrf_k, options.vector_weight, options.keyword_weight) == (
         FUSION.default,
         RRF_K.default,
@@ -221,7 +235,7 @@ SEARCH = ["search", "--collection", "docs"]
 EVAL = ["eval", "--collection", "docs", "--queries", "q.jsonl", "--qrels", "r.tsv"]
 # (command, arguments after the flags, its declared ranges, its declared choices)
 COMMANDS: dict[str, tuple[list[str], list[str], tuple[Bounded, ...], tuple[Any, ...]]] = {
-    "search": (SEARCH, ["query"], (TOP_K, TOP_N, *FUSION_RANGES), (MODE, FUSION)),
+    "search": (SEARCH, ["query"], (TOP_K, TOP_N, RERANK_DEPTH, *FUSION_RANGES), (MODE, FUSION)),
     "eval": (EVAL, [], (TOP_K, TOP_N, *FUSION_RANGES), (FUSION,)),
 }
 
@@ -279,6 +293,8 @@ def test_cli_parsers_take_the_declared_choices_and_defaults(
         )
     for param in (FUSION, *FUSION_RANGES):  # None: the collection's default
         assert getattr(defaults, param.name) is None
+    if command is SEARCH:
+        assert defaults.rerank_depth is None  # all of TopK
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -287,7 +303,7 @@ EVAL_REQUIRED = {"queries": {"q": "text"}, "qrels": {"q": {"d": 1}}}
 # (model, its required fields, its declared ranges, its declared choices)
 BODIES: dict[str, tuple[type[pydantic.BaseModel], dict[str, Any], tuple[Bounded, ...], Any]] = {
     "SearchBody": (SearchBody, {"query": "x"}, RANGES, (MODE, FUSION)),
-    "EvalBody": (EvalBody, EVAL_REQUIRED, (TOP_K, TOP_N, *FUSION_RANGES), (FUSION,)),
+    "EvalBody": (EvalBody, EVAL_REQUIRED, (TOP_K, TOP_N, RERANK_DEPTH, *FUSION_RANGES), (FUSION,)),
     "SettingsBody": (SettingsBody, {}, FUSION_RANGES, (FUSION,)),
 }
 
@@ -342,6 +358,7 @@ def test_http_bodies_take_the_declared_choices_and_refuse_non_finite_weights(nam
 def test_search_body_defaults_are_the_declared_ones() -> None:
     body = SearchBody.model_validate({"query": "x"})
     assert (body.top_k, body.top_n, body.mode) == (TOP_K.default, TOP_N.default, MODE.default)
+    assert body.rerank_depth is RERANK_DEPTH.default
     assert SettingsBody().to_settings() == CollectionSettings()
 
 
