@@ -107,9 +107,10 @@ def test_search_json_contract(cli_env: dict[str, str], cli_collection: str) -> N
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out) == {"query", "results", "reranked", "timings_ms"}
+    assert set(out) == {"query", "results", "reranked", "rerank_depth", "timings_ms"}
     assert out["query"] == "which animal uses tools"
     assert out["reranked"] is False  # no reranker configured ...
+    assert out["rerank_depth"] is None  # ... so no candidate was scored
     assert "no reranker configured" in done.stderr  # ... and the output says so
     # a one-shot process loads the embedding model first, reported apart from "embed"
     assert set(out["timings_ms"]) == {"load", "embed", "candidates", "rerank", "total"}
@@ -167,6 +168,10 @@ def test_search_filter_and_modes(cli_env: dict[str, str], cli_collection: str) -
         (["search", "--collection", "{c}", "--filter", "{oops", "x"], "not valid JSON"),
         (["search", "--collection", "{c}", "   "], "empty"),
         (["search", "--collection", "{c}", "--top-k", "3", "--top-n", "5", "x"], "cannot exceed"),
+        (
+            ["search", "--collection", "{c}", "--top-k", "3", "--rerank-depth", "4", "x"],
+            "rerank_depth (4) cannot exceed top_k (3)",
+        ),
         (["search", "--collection", "{c}", "?!&|"], "no letters or digits"),
         (["ingest", "--collection", "{c}", "/no/such/path"], "does not exist"),
         (["collections", "drop", "no_such_collection"], "does not exist"),
@@ -189,6 +194,45 @@ def test_a_flag_outside_its_declared_bounds_is_a_usage_error(cli_env: dict[str, 
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "argument --top-k: top_k must be an integer between 1 and 1000, got 0" in done.stderr
+
+
+def test_a_rerank_depth_beyond_top_k_is_refused_before_connecting(
+    cli_env: dict[str, str],
+) -> None:
+    """Exit status 2 and one line, with no database to reach: the flags alone are wrong."""
+    env = {**cli_env, "HYBRIDSEARCH_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    done = run_cli(env, "search", "--collection", "docs", "--rerank-depth", "51", "x")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "hybridsearch: error: rerank_depth (51) cannot exceed top_k (50): the reranker "
+        "scores candidates of the fused TopK; lower rerank_depth or raise top_k"
+    )
+    done = run_cli(env, "search", "--collection", "docs", "--rerank-depth", "0", "x")
+    assert done.returncode == 2
+    assert "argument --rerank-depth: rerank_depth must be an integer between 1 and 1000" in (
+        done.stderr
+    )
+
+
+def test_search_rerank_depth_reranks_that_many_then_fused_order(
+    cli_env: dict[str, str], cli_collection: str, trained_reranker: Path
+) -> None:
+    args = ["search", "--collection", cli_collection, "--json", "--top-k", "4", "--top-n", "4"]
+    query = "which animal uses tools"
+    done = run_cli(
+        cli_env, *args, "--reranker", str(trained_reranker), "--rerank-depth", "2", query
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["reranked"], out["rerank_depth"]) == (True, 2)
+    fused = json.loads(run_cli(cli_env, *args, "--no-rerank", query).stdout)["results"]
+    assert len(fused) == 4
+    results = out["results"]
+    # the first two fused candidates, by rerank score; the others in fused order, unscored
+    assert {r["chunk_id"] for r in results[:2]} == {r["chunk_id"] for r in fused[:2]}
+    assert results[0]["scores"]["rerank"] >= results[1]["scores"]["rerank"]
+    assert [r["chunk_id"] for r in results[2:]] == [r["chunk_id"] for r in fused[2:]]
+    assert [r["scores"]["rerank"] is None for r in results] == [False, False, True, True]
 
 
 def test_search_text_output_is_quiet_and_readable(

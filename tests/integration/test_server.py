@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -166,6 +168,32 @@ def test_search_returns_the_cli_json_contract(
     assert {hit["document_id"] for hit in filtered["results"]} <= {"pg"}
 
 
+def test_search_rerank_depth_reranks_that_many_then_fused_order(
+    settings: Settings, trained_reranker: Path, collection_name: str
+) -> None:
+    reranking = dataclasses.replace(settings, reranker_model=str(trained_reranker))
+    with ServerThread(reranking) as url, httpx.Client(base_url=url, timeout=120) as http:
+        assert http.post("/collections", json={"name": collection_name}).status_code == 201
+        added = http.post(f"/collections/{collection_name}/documents", json={"documents": DOCS})
+        assert added.status_code == 200, added.text
+        path = f"/collections/{collection_name}/search"
+        query = {"query": "which animal purrs", "top_k": 3, "top_n": 3}
+        response = http.post(path, json={**query, "rerank_depth": 2})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        fused = http.post(path, json={**query, "rerank": False}).json()["results"]
+        whole = http.post(path, json=query).json()
+    assert (body["reranked"], body["rerank_depth"]) == (True, 2)
+    assert len(fused) == 3  # every document
+    results = body["results"]
+    # the first two fused candidates by rerank score, then the third
+    assert {r["chunk_id"] for r in results[:2]} == {r["chunk_id"] for r in fused[:2]}
+    assert [r["chunk_id"] for r in results[2:]] == [r["chunk_id"] for r in fused[2:]]
+    assert [r["scores"]["rerank"] is None for r in results] == [False, False, True]
+    assert whole["rerank_depth"] == 3  # no depth given: all of TopK
+    assert all(r["scores"]["rerank"] is not None for r in whole["results"])
+
+
 def test_ingest_is_idempotent_and_delete_removes(http: httpx.Client, indexed: str) -> None:
     again = http.post(f"/collections/{indexed}/documents", json={"documents": DOCS}).json()
     assert (again["added"], again["updated"], again["unchanged"]) == (0, 0, 3)
@@ -189,6 +217,12 @@ def test_ingest_is_idempotent_and_delete_removes(http: httpx.Client, indexed: st
         ("post", "/collections/{c}/search", {"query": "?!"}, 422, "QueryError", "letters"),
         ("post", "/collections/{c}/search", {"query": "x", "top_k": 3, "top_n": 4}, 422,
          "InvalidInputError", "top_n (4) cannot exceed top_k (3)"),
+        ("post", "/collections/{c}/search", {"query": "x", "top_k": 3, "top_n": 1,
+         "rerank_depth": 4}, 422, "InvalidInputError", "rerank_depth (4) cannot exceed top_k (3)"),
+        ("post", "/collections/{c}/search", {"query": "x", "rerank_depth": 0}, 422,
+         "ValidationError", "body.rerank_depth"),
+        ("post", "/collections/{c}/search", {"query": "x", "rerank_depth": 1001}, 422,
+         "ValidationError", "body.rerank_depth"),
         ("post", "/collections/{c}/search", {"query": "x", "top_k": "many"}, 422,
          "ValidationError", "body.top_k"),
         ("post", "/collections/{c}/search", {"query": "x", "mode": "fuzzy"}, 422,
