@@ -24,6 +24,7 @@ from hybridsearch.loaders import SkipLog
 from hybridsearch.params import (
     FUSION,
     KEYWORD_WEIGHT,
+    RERANK_DEPTH,
     RRF_K,
     TOP_K,
     TOP_N,
@@ -330,12 +331,7 @@ def register_eval_commands(sub: Any) -> None:
     )
     add_argument(ev, TOP_K, default=PipelineConfig.top_k)
     add_argument(ev, TOP_N, default=PipelineConfig.top_n)
-    ev.add_argument(
-        "--rerank-depth",
-        type=TOP_K.parse_arg,
-        help="fused candidates the reranker scores, at most --top-k "
-        "(default: all TopK, as search does)",
-    )
+    add_argument(ev, RERANK_DEPTH, default_text="all TopK, as search does")
     for param in (FUSION, RRF_K, VECTOR_WEIGHT, KEYWORD_WEIGHT):
         add_argument(ev, param, default_text="the collection's")
     ev.add_argument("--reranker", help="cross-encoder name or path (default: settings)")
