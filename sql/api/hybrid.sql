@@ -64,24 +64,14 @@ BEGIN
         FROM hybridsearch.keyword_topk(p_collection, p_query, p_top_k, p_filter) AS k;
     END IF;
 
-    -- Each fused chunk's content and document, looked up by key (OFFSET 0 keeps the
-    -- lateral subquery from being flattened into a join). As a plain join the planner
-    -- cannot tell how few rows the fusion returns: at 1M chunks it hashed all 51,000
-    -- documents of the collection, 11 ms of a 30 ms hybrid search.
+    -- Each fused chunk's content and document, looked up by key (chunk_source).
     RETURN QUERY
     SELECT f.fused_rank, f.chunk_id, x.external_id, x.content, x.metadata,
            f.vector_rank, f.vector_distance, f.keyword_rank, f.keyword_score, f.fused_score
     FROM hybridsearch.fuse_candidates(
              v_vector_ids, v_distances, v_keyword_ids, v_scores,
              p_fusion, p_rrf_k, p_vector_weight, p_keyword_weight, p_top_k) AS f
-    CROSS JOIN LATERAL (
-        SELECT d.external_id, c.content, c.metadata
-        FROM hybridsearch.chunks AS c
-        JOIN hybridsearch.documents AS d
-          ON d.collection_id = c.collection_id AND d.document_id = c.document_id
-        WHERE c.collection_id = v_collection.collection_id AND c.chunk_id = f.chunk_id
-        OFFSET 0
-    ) AS x
+    CROSS JOIN LATERAL hybridsearch.chunk_source(v_collection.collection_id, f.chunk_id) AS x
     ORDER BY f.fused_rank;
 END;
 $$;

@@ -8,10 +8,9 @@
 -- its document (document_id: the id the document was added with, as search_hybrid
 -- returns it), so that a caller needs no join to the internal ids.
 --
--- The document is looked up by key for each returned chunk (OFFSET 0 keeps the lateral
--- subquery from being flattened into a join; see search_hybrid, where a plain join hashed
--- all of a 1M-chunk collection's documents). It reads chunks and documents as the caller,
--- under row-level security like keyword_topk, so a tenant sees only its own documents.
+-- The document is looked up by key for each returned chunk (chunk_source). It reads
+-- chunks and documents as the caller, under row-level security like keyword_topk, so a tenant
+-- sees only its own documents.
 -- search_hybrid calls keyword_topk itself, which has no use for the lookup.
 CREATE OR REPLACE FUNCTION hybridsearch.search_keyword(
     p_collection text,
@@ -33,14 +32,7 @@ BEGIN
     RETURN QUERY
     SELECT k.chunk_id, x.external_id, k.keyword_rank, k.keyword_score
     FROM hybridsearch.keyword_topk(p_collection, p_query, p_top_k, p_filter) AS k
-    CROSS JOIN LATERAL (
-        SELECT d.external_id
-        FROM hybridsearch.chunks AS c
-        JOIN hybridsearch.documents AS d
-          ON d.collection_id = c.collection_id AND d.document_id = c.document_id
-        WHERE c.collection_id = v_collection.collection_id AND c.chunk_id = k.chunk_id
-        OFFSET 0
-    ) AS x
+    CROSS JOIN LATERAL hybridsearch.chunk_source(v_collection.collection_id, k.chunk_id) AS x
     ORDER BY k.keyword_rank;
 END;
 $$;
