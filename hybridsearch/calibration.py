@@ -13,10 +13,10 @@ the text ranks the right half first nearly always; one that does not, rarely
 relative to the better leg's, squared: legs that both read the text keep weights near 1,
 and a leg that cannot read it counts for little.
 
-The sample is the chunks first in md5 order of their content, so the same data always
-calibrates the same way. A collection is calibrated by its first ingest that leaves
-:data:`MIN_SAMPLE` chunks or more, and again whenever it has grown to twice the chunks
-it was calibrated on.
+The sample is one chunk per document, the chunks first in md5 order of their content,
+so the same data always calibrates the same way. A collection is calibrated by its
+first ingest that leaves :data:`MIN_SAMPLE` chunks or more, and again whenever it has
+grown to twice the chunks it was calibrated on.
 """
 
 from __future__ import annotations
@@ -43,11 +43,19 @@ GROWTH = 2.0
 FLOOR_WEIGHT = 0.05
 
 # SQL run by hybridsearch.db.store (written once in store_async.py).
+# One chunk per document: the chunks of a document overlap (the chunker repeats the end
+# of one chunk at the start of the next) and share its topic, so a sibling's second half
+# would hold text copied from a first half and compete with the right one, which marks
+# down BM25 most (bench/NOTES.md).
 SAMPLE_SQL = """
     SELECT content
-    FROM hybridsearch.chunks
-    WHERE collection_id = %s
-    ORDER BY md5(content), chunk_id
+    FROM (
+        SELECT DISTINCT ON (document_id) content, md5(content) AS digest, chunk_id
+        FROM hybridsearch.chunks
+        WHERE collection_id = %s
+        ORDER BY document_id, md5(content), chunk_id
+    ) AS one_per_document
+    ORDER BY digest, chunk_id
     LIMIT %s
 """
 CHUNK_COUNT_SQL = (
