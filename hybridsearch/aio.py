@@ -237,18 +237,19 @@ class AsyncHybridSearch:
         None when there was nothing to measure: too few chunks, or not due."""
         target = await self.get_collection(name)
         async with checkout(self._pool) as conn:
-            chunks, pairs, terms = await store_async.calibration_sample(conn, target)
-        due = force or calibration.should_calibrate(target, chunks)
-        if not due or len(pairs) < calibration.MIN_SAMPLE:
+            # the count first: most ingests are not due, and the sample reads every chunk
+            chunks = await store_async.chunk_count(conn, target)
+            if not (force or calibration.should_calibrate(target, chunks)):
+                return None
+            pairs, first_terms, second_terms = await store_async.calibration_sample(conn, target)
+        if len(pairs) < calibration.MIN_SAMPLE:
             return None
         embedder = self.embedder(target)
         firsts = await asyncio.to_thread(embedder.embed_queries, [a for a, _ in pairs])
         seconds = await asyncio.to_thread(embedder.embed_documents, [b for _, b in pairs])
         result = calibration.calibration(
             calibration.cosine_matrix(firsts, seconds),
-            calibration.bm25_matrix(
-                terms[: len(pairs)], terms[len(pairs) :], k1=target.bm25_k1, b=target.bm25_b
-            ),
+            calibration.bm25_matrix(first_terms, second_terms, k1=target.bm25_k1, b=target.bm25_b),
             chunks,
         )
         async with checkout(self._pool) as conn:

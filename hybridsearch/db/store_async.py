@@ -137,16 +137,23 @@ async def update_settings(
     return collections_db.collection_from_row(row)
 
 
-async def calibration_sample(
-    conn: AsyncConnection, collection: Collection
-) -> tuple[int, list[tuple[str, str]], list[dict[str, int]]]:
-    """What a calibration reads (hybridsearch.calibration): the collection's chunk
-    count, the halves of its sampled chunks, and the terms of every first half then
-    every second half under the collection's analyzer."""
-    action = f"sampling collection {collection.name!r}"
+async def chunk_count(conn: AsyncConnection, collection: Collection) -> int:
+    """The collection's chunks, from the statistics the triggers keep (no scan)."""
     try:
         cur = await conn.execute(calibration_db.CHUNK_COUNT_SQL, (collection.collection_id,))
-        count_row = await cur.fetchone()
+        row = await cur.fetchone()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"counting the chunks of {collection.name!r}") from exc
+    return int(row[0]) if row else 0
+
+
+async def calibration_sample(
+    conn: AsyncConnection, collection: Collection
+) -> tuple[list[tuple[str, str]], list[dict[str, int]], list[dict[str, int]]]:
+    """What a calibration reads (hybridsearch.calibration): the halves of the sampled
+    chunks, and the terms of each first half and of each second half under the
+    collection's analyzer."""
+    try:
         cur = await conn.execute(
             calibration_db.SAMPLE_SQL, (collection.collection_id, calibration_db.SAMPLE)
         )
@@ -156,9 +163,9 @@ async def calibration_sample(
         cur = await conn.execute(calibration_db.TERM_FREQUENCIES_SQL, (texts, collection.analyzer))
         rows = await cur.fetchall()
     except psycopg.Error as exc:
-        raise from_database_error(exc, action) from exc
-    chunks = int(count_row[0]) if count_row else 0
-    return chunks, pairs, calibration_db.term_frequencies(rows, len(texts))
+        raise from_database_error(exc, f"sampling collection {collection.name!r}") from exc
+    terms = calibration_db.term_frequencies(rows, len(texts))
+    return pairs, terms[: len(pairs)], terms[len(pairs) :]
 
 
 async def save_calibration(
