@@ -144,8 +144,7 @@ def _print_calibration(name: str, result: Any, collection: Any) -> None:
         )
         return
     print(f"collection {name}: {describe(result)}", file=sys.stderr)
-    stored = collection.settings
-    if stored.vector_weight is not None or stored.keyword_weight is not None:
+    if collection.settings.sets_weights:
         d = collection.fusion_defaults
         print(
             f"collection {name}: its settings set the weights (vector {d.vector_weight:g},"

@@ -116,6 +116,11 @@ class CollectionSettings:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def sets_weights(self) -> bool:
+        """Whether these settings name a fusion weight, which wins over the calibration."""
+        return self.vector_weight is not None or self.keyword_weight is not None
+
     def checked(self) -> CollectionSettings:
         """These settings, or an InvalidInputError naming the first that is out of bounds."""
         check_chunk_budget(self.chunk_max_tokens, self.chunk_overlap_tokens)

@@ -70,8 +70,12 @@ def describe(groups: Iterable[SkipGroup]) -> str:
 
 def places(group: SkipGroup) -> str:
     """A group's first places, comma-separated, with an ellipsis when there are more."""
-    more = ", …" if group.count > len(group.examples) else ""
-    return ", ".join(group.examples) + more
+    return first_few(group.examples, group.count)
+
+
+def first_few(examples: Sequence[str], count: int) -> str:
+    """The first of ``count`` items, comma-separated, with an ellipsis when there are more."""
+    return ", ".join(examples) + (", …" if count > len(examples) else "")
 
 
 def _nothing_usable(path: Path, what: str, log: SkipLog, since: int, expected: str) -> NoReturn:

@@ -154,7 +154,7 @@ def weights_source(config: PipelineConfig, collection: Collection) -> str:
     if config.vector_weight is not None or config.keyword_weight is not None:
         return "given"
     stored = collection.settings
-    if stored.vector_weight is not None or stored.keyword_weight is not None:
+    if stored.sets_weights:
         return "collection settings"
     return "calibration" if stored.calibration is not None else "defaults"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridsearch.errors import InvalidInputError
-from hybridsearch.eval.beir import InputReport, places
+from hybridsearch.eval.beir import InputReport, first_few, places
 from hybridsearch.eval.metrics import FAMILIES, parse_metric
 from hybridsearch.eval.optional import import_eval_dependency
 from hybridsearch.eval.pipeline import PipelineEvaluation
@@ -85,8 +85,7 @@ def input_lines(report: InputReport, holder: str = "collection") -> list[str]:
         lines.append("skipped input:")
         lines += [f"  {g.count} × {g.reason}: {places(g)}" for g in report.skipped]
     if report.missing_documents:
-        more = ", …" if report.missing_documents > len(report.missing_examples) else ""
-        examples = ", ".join(report.missing_examples) + more
+        examples = first_few(report.missing_examples, report.missing_documents)
         lines.append(f"{_missing_sentence(report, holder)}: {examples}")
     return lines
 
