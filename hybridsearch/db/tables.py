@@ -43,11 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 from hybridsearch.params import (
-    FUSION,
-    KEYWORD_WEIGHT,
-    RRF_K,
     TOP_K,
-    VECTOR_WEIGHT,
     FusionMethod,
 )
 
@@ -239,15 +235,17 @@ def search_hybrid(
     *,
     top_k: int = TOP_K.default,
     filter: Mapping[str, Any] | None = None,
-    fusion: FusionMethod = FUSION.default,
-    rrf_k: int = RRF_K.default,
-    vector_weight: float = VECTOR_WEIGHT.default,
-    keyword_weight: float = KEYWORD_WEIGHT.default,
+    fusion: FusionMethod | None = None,
+    rrf_k: int | None = None,
+    vector_weight: float | None = None,
+    keyword_weight: float | None = None,
 ) -> TableValuedAlias:
     """``hybridsearch.search_hybrid(...)``: the fused TopK with every stage's rank and score.
 
     ``document_id`` is the external id the application indexed the document under. Pass
-    ``embedding=None`` for keyword-only or ``query=None`` for vector-only search.
+    ``embedding=None`` for keyword-only or ``query=None`` for vector-only search. A fusion
+    parameter left None is the collection's (``hybridsearch.fusion_defaults``), as in the
+    service's search.
     """
     return func.hybridsearch.search_hybrid(
         literal(collection, Text),

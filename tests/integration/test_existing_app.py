@@ -208,6 +208,21 @@ def test_table_valued_functions_match_the_sql_api(
         (h.chunk_id, h.document_id) for h in expected
     ]
     assert fused[0]["document_id"] == str(indexed["Sourdough at home"])
+    # fusion left out is the collection's, as in the service's search
+    before = app_hs.get_collection("articles").settings
+    app_hs.update_collection_settings("articles", fusion="rrf", rrf_k=7, vector_weight=0.25)
+    try:
+        with Session(engine) as session:
+            fused = session.execute(select(hybrid).order_by(hybrid.c.fused_rank)).mappings().all()
+        expected = app_hs.search("articles", query, top_k=3, top_n=3, rerank=False).candidates
+    finally:
+        app_hs.update_collection_settings(
+            "articles", fusion=before.fusion, rrf_k=before.rrf_k, vector_weight=before.vector_weight
+        )
+    assert [(r["chunk_id"], r["fused_score"]) for r in fused] == [
+        (h.chunk_id, pytest.approx(h.scores.fused)) for h in expected
+    ]
+    assert fused[0]["fused_score"] < 1  # RRF with k 7: at most 0.25/8 + 1/8
 
 
 def test_models_match_the_installed_schema(engine: Engine) -> None:
