@@ -52,7 +52,7 @@ from suite.timing import interleaved, ratio, summary
 
 from hybridsearch.eval.beir import load_corpus, load_qrels, load_queries
 from hybridsearch.eval.metrics import evaluate
-from hybridsearch.models.backend import BACKENDS, default_cache_dir
+from hybridsearch.models.backend import RUNTIMES, default_cache_dir
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.models.resolve import configure_torch_threads, packaged_minilm_path
@@ -123,7 +123,7 @@ def _embedder_figures(
     model = str(packaged_minilm_path())
     embedders = {
         b: Embedder(model, backend=b, torch_threads=args.threads, onnx_cache_dir=args.cache_dir)
-        for b in BACKENDS
+        for b in RUNTIMES
     }
     for embedder in embedders.values():
         embedder.load()
@@ -154,7 +154,7 @@ def _embedder_figures(
             "ndcg@10": evaluate(qrels, run, ["ndcg@10"])["ndcg@10"],
             "corpus_docs_per_s": len(documents) / seconds,
         }
-    for backend in BACKENDS:
+    for backend in RUNTIMES:
         cosines = (query_vectors[backend] * query_vectors["torch"]).sum(axis=1)
         figures[backend]["query_cosine_to_torch"] = {
             "mean": float(cosines.mean()),
@@ -178,7 +178,7 @@ def _reranker_figures(
     path = args.reranker or str(_test_reranker(args.data))
     rerankers = {
         b: Reranker(path, backend=b, torch_threads=args.threads, onnx_cache_dir=args.cache_dir)
-        for b in BACKENDS
+        for b in RUNTIMES
     }
     for reranker in rerankers.values():
         reranker.load()
@@ -200,7 +200,7 @@ def _reranker_figures(
             "ndcg@10": evaluate(qrels, run, ["ndcg@10"])["ndcg@10"],
             "pairs_per_call": len(timed[0][1]) if timed else 0,
         }
-    for backend in BACKENDS:
+    for backend in RUNTIMES:
         overlap = [
             len(set(top10[backend][q]) & set(top10["torch"][q])) / 10 for q in top10["torch"]
         ]
@@ -219,7 +219,7 @@ def _table(results: dict[str, Any]) -> str:
     for stage, what in (("embed 1 query", "embedder"), (f"rerank {pairs} pairs", "reranker")):
         figures = results[what]
         base = figures["torch"]
-        for backend in BACKENDS:
+        for backend in RUNTIMES:
             row = figures[backend]
             latency = row["latency_ms"]
             if what == "embedder":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -504,10 +505,29 @@ def quiet_model_loading() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+class _StderrNotes(logging.Handler):
+    """One line on whatever ``sys.stderr`` is when a record arrives."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"hybridsearch: note: {record.getMessage()}", file=sys.stderr)
+
+
+_NOTES = _StderrNotes(logging.WARNING)
+
+
+def show_notes_on_stderr() -> None:
+    """hybridsearch's own warnings (a model falling back to torch, say) as one line each."""
+    package = logging.getLogger("hybridsearch")
+    if _NOTES not in package.handlers:
+        package.addHandler(_NOTES)
+    package.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
         quiet_model_loading()
+    show_notes_on_stderr()
     try:
         args.func(args)
     except HybridSearchError as exc:

@@ -7,10 +7,10 @@
 | HYBRIDSEARCH_EMBEDDING_MODEL | picked from the text | model name or path for new collections |
 | HYBRIDSEARCH_RERANKER_MODEL | unset | cross-encoder name or path; unset = no reranking |
 | HYBRIDSEARCH_DEVICE | cpu | torch device for both models |
-| HYBRIDSEARCH_EMBEDDING_BACKEND | torch | `torch`; on CPU `onnx` or `onnx-int8` (onnx extra) |
-| HYBRIDSEARCH_RERANKER_BACKEND | torch | the same choice for the reranker |
+| HYBRIDSEARCH_EMBEDDING_BACKEND | auto | `auto` (int8 on CPU), `torch`, `onnx`, `onnx-int8` |
+| HYBRIDSEARCH_RERANKER_BACKEND | auto | the same choice for the reranker |
 | HYBRIDSEARCH_ONNX_CACHE_DIR | user cache dir / hybridsearch / onnx | where ONNX exports are kept |
-| HYBRIDSEARCH_TORCH_THREADS | half the cores, at least 1 | intra-op threads for CPU inference |
+| HYBRIDSEARCH_TORCH_THREADS | every usable core | intra-op threads of one CPU model call |
 | HYBRIDSEARCH_MAX_QUERY_CHARS | 4096 | longest accepted query string |
 | HYBRIDSEARCH_MAX_DOCUMENT_CHARS | 2000000 | longest accepted document text |
 | HYBRIDSEARCH_STATEMENT_TIMEOUT_MS | 30000 | per-statement timeout for searches |
@@ -33,13 +33,14 @@ from pathlib import Path
 import platformdirs
 
 from hybridsearch.errors import ConfigurationError, InvalidInputError
-from hybridsearch.models.backend import BackendName, validate_backend
+from hybridsearch.models.backend import (
+    DEFAULT_BACKEND,
+    BackendName,
+    usable_cores,
+    validate_backend,
+)
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def _default_threads() -> int:
-    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -58,7 +59,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 def _backend(env: Mapping[str, str], name: str) -> BackendName:
     raw = env.get(name)
     if raw is None or raw == "":
-        return "torch"
+        return DEFAULT_BACKEND
     try:
         return validate_backend(raw, name)
     except InvalidInputError as exc:
@@ -79,9 +80,9 @@ class Settings:
     embedding_model_explicit: bool = False
     reranker_model: str | None = None
     device: str = "cpu"
-    torch_threads: int = field(default_factory=_default_threads)
-    embedding_backend: BackendName = "torch"
-    reranker_backend: BackendName = "torch"
+    torch_threads: int = field(default_factory=usable_cores)
+    embedding_backend: BackendName = DEFAULT_BACKEND
+    reranker_backend: BackendName = DEFAULT_BACKEND
     onnx_cache_dir: Path | None = None
     max_query_chars: int = 4096
     max_document_chars: int = 2_000_000

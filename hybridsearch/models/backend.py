@@ -1,9 +1,11 @@
-"""Which runtime executes a model: torch (the default), ONNX Runtime in fp32, or int8.
+"""Which runtime executes a model: ``auto`` (the default), torch, ONNX Runtime fp32 or int8.
 
 ``"onnx"`` and ``"onnx-int8"`` export the loaded sentence-transformers model to ONNX once,
 locally, and cache the file (see :mod:`hybridsearch.models.onnx_runtime`); int8 is ONNX
-Runtime's dynamic quantization of that export. Both run on CPU only. This module holds the
-names, their validation and the cache location, and imports nothing heavy.
+Runtime's dynamic quantization of that export. Both run on CPU only. ``"auto"`` is int8 on
+CPU, falling back to torch when the export cannot be made, and torch elsewhere (see
+:func:`candidates`). This module holds the names, their validation, the order ``auto``
+tries them in and the cache location, and imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -17,10 +19,20 @@ import platformdirs
 
 from hybridsearch.errors import InvalidInputError
 
-BackendName = Literal["torch", "onnx", "onnx-int8"]
+BackendName = Literal["auto", "torch", "onnx", "onnx-int8"]
+#: A runtime a model actually runs on: every backend name but ``auto``.
+RuntimeName = Literal["torch", "onnx", "onnx-int8"]
 
 #: Every accepted backend name, in the order error messages list them.
 BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
+#: The runtimes, for comparisons of one against another (``bench/backends.py``).
+RUNTIMES: tuple[RuntimeName, ...] = get_args(RuntimeName)
+#: The backend used when none is configured.
+DEFAULT_BACKEND: BackendName = "auto"
+#: What ``auto`` runs on CPU, first choice first. int8 kept nDCG@10 at >= 0.99 of fp32 torch
+#: on SciFact train for the embedder and a reranker at a fraction of the time (bench/NOTES.md,
+#: "CPU backends"); torch is the fallback that always loads.
+AUTO_ON_CPU: tuple[RuntimeName, ...] = ("onnx-int8", "torch")
 
 #: Overrides where ONNX exports are cached (default: the user cache dir / hybridsearch / onnx).
 CACHE_ENV_VAR = "HYBRIDSEARCH_ONNX_CACHE_DIR"
@@ -46,6 +58,14 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("hybridsearch")) / "onnx"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class InferenceBackend:
     """A backend with its runtime settings; part of the key under which models are shared.
@@ -55,12 +75,12 @@ class InferenceBackend:
     torch user of a model shares one copy whatever they asked for.
     """
 
-    name: BackendName = "torch"
+    name: RuntimeName = "torch"
     threads: int | None = None
     cache_dir: Path | None = None
 
     @classmethod
-    def build(
+    def candidates(
         cls,
         name: object,
         *,
@@ -68,22 +88,33 @@ class InferenceBackend:
         threads: int | None,
         cache_dir: str | Path | None,
         what: str = "backend",
-    ) -> InferenceBackend:
-        """Validate ``name`` and fill in defaults: 1 thread, :func:`default_cache_dir`."""
+    ) -> tuple[InferenceBackend, ...]:
+        """The runtimes to try for backend ``name``, first choice first.
+
+        An explicit name is one runtime; ``auto`` is :data:`AUTO_ON_CPU` on CPU and torch on
+        any other device. ONNX runtimes get ``threads`` (default: :func:`usable_cores`) and
+        ``cache_dir`` (default: :func:`default_cache_dir`).
+        """
         backend = validate_backend(name, what)
-        if backend == "torch":
-            return cls()
-        if device != "cpu":
-            raise InvalidInputError(
-                f"{what} {backend!r} runs on CPU only (ONNX Runtime's CPU provider); "
-                f"got device={device!r}: use device='cpu', or backend='torch' for {device!r}"
-            )
         if threads is not None and (
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):
             raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
+        if backend == "auto":
+            names: tuple[RuntimeName, ...] = AUTO_ON_CPU if device == "cpu" else ("torch",)
+        elif device != "cpu" and backend != "torch":
+            raise InvalidInputError(
+                f"{what} {backend!r} runs on CPU only (ONNX Runtime's CPU provider); "
+                f"got device={device!r}: use device='cpu', or backend='torch' for {device!r}"
+            )
+        else:
+            names = (backend,)
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        return cls(backend, threads or 1, folder.resolve())
+        onnx_threads = threads or usable_cores()
+        return tuple(
+            cls() if runtime == "torch" else cls(runtime, onnx_threads, folder.resolve())
+            for runtime in names
+        )
 
     @property
     def is_onnx(self) -> bool:

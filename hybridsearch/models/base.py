@@ -9,13 +9,21 @@ per process are written here, once (as sentence-transformers' own model classes 
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from hybridsearch.errors import InvalidInputError, ModelError
-from hybridsearch.models.backend import BackendName, InferenceBackend
+from hybridsearch.models.backend import (
+    BackendName,
+    InferenceBackend,
+    RuntimeName,
+    validate_backend,
+)
+from hybridsearch.models.cores import CPU_CORES
 from hybridsearch.models.resolve import (
     SharedModels,
     configure_torch_threads,
@@ -26,8 +34,15 @@ from hybridsearch.models.resolve import (
 if TYPE_CHECKING:
     import torch
 
+logger = logging.getLogger(__name__)
+
 #: A SentenceTransformer or CrossEncoder: both are torch modules.
 M = TypeVar("M", bound="torch.nn.Module")
+
+#: Why a runtime could not run a model, per (model kind, resolved model, device, runtime):
+#: ``auto`` then goes straight to its next choice instead of retrying a failed export.
+_unavailable: dict[tuple[str, str, str, InferenceBackend], str] = {}
+_unavailable_lock = threading.Lock()
 
 
 def load_sentence_transformers_model(
@@ -73,13 +88,14 @@ class ModelRunner(Generic[M]):
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise InvalidInputError(f"{self.kind} must be a non-empty string, got {model!r}")
-        self._backend = InferenceBackend.build(
+        self._candidates = InferenceBackend.candidates(
             backend,
             device=device,
             threads=torch_threads,
             cache_dir=onnx_cache_dir,
             what=f"{self.kind.split()[0]} backend",
         )
+        self._requested = validate_backend(backend)
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
         if max_length is not None and max_length < 1:
@@ -90,6 +106,8 @@ class ModelRunner(Generic[M]):
         self._max_length = max_length
         self._torch_threads = torch_threads
         self._model: M | None = None
+        self._runtime: InferenceBackend | None = None
+        self._fallback_note: str | None = None
         self._load_error: ModelError | None = None
         self._lock = threading.Lock()
 
@@ -100,7 +118,7 @@ class ModelRunner(Generic[M]):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self._model_id!r}, device={self._device!r}, "
-            f"backend={self.backend!r})"
+            f"backend={self.requested_backend!r})"
         )
 
     @property
@@ -113,9 +131,43 @@ class ModelRunner(Generic[M]):
         return self._device
 
     @property
-    def backend(self) -> BackendName:
-        """The runtime: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
-        return self._backend.name
+    def requested_backend(self) -> BackendName:
+        """The backend asked for: ``"auto"``, ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
+        return self._requested
+
+    @property
+    def backend(self) -> RuntimeName:
+        """The runtime the model runs on: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``.
+
+        Under ``auto`` only loading can tell (an export may fail and fall back to torch), so
+        this loads the model when it is not loaded yet.
+        """
+        if len(self._candidates) == 1:
+            return self._candidates[0].name
+        self.load()
+        assert self._runtime is not None
+        return self._runtime.name
+
+    @property
+    def fallback_note(self) -> str | None:
+        """Why the model runs on a later choice of ``auto`` than the first, once loaded."""
+        return self._fallback_note
+
+    @contextmanager
+    def _cores(self) -> Iterator[None]:
+        """Hold the CPU cores a call on this model uses (see :mod:`hybridsearch.models.cores`)."""
+        if self._device != "cpu":
+            yield
+            return
+        runtime = self._runtime or self._candidates[0]
+        if runtime.threads is not None:
+            threads = runtime.threads
+        else:
+            import torch
+
+            threads = torch.get_num_threads()
+        with CPU_CORES.hold(threads):
+            yield
 
     @property
     def loaded(self) -> bool:
@@ -143,7 +195,7 @@ class ModelRunner(Generic[M]):
             configure_torch_threads(self._torch_threads)
         resolved = resolve_model_path(self._model_id)
         try:
-            return self.shared().get(resolved, self._device, self._backend)
+            return self._load_first_that_runs(resolved)
         except Exception as exc:
             error = (
                 exc
@@ -157,3 +209,37 @@ class ModelRunner(Generic[M]):
             if error is exc:
                 raise
             raise error from exc
+
+    def _load_first_that_runs(self, resolved: str) -> M:
+        """The model on the first candidate runtime that loads it; a failure of any but the
+        last is remembered for the process and noted once (logged as a warning)."""
+        *preferred, last = self._candidates
+        for runtime in preferred:
+            key = (self.kind, resolved, self._device, runtime)
+            with _unavailable_lock:
+                reason = _unavailable.get(key)
+            if reason is None:
+                try:
+                    model = self.shared().get(resolved, self._device, runtime)
+                except ModelError as exc:  # the runtime failed; anything else fails torch too
+                    reason = str(exc)
+                else:
+                    self._runtime = runtime
+                    return model
+                with _unavailable_lock:
+                    _unavailable[key] = reason
+                logger.warning(
+                    "%s %r runs on %s: %s could not be used (%s)",
+                    self.kind,
+                    self._model_id,
+                    last.name,
+                    runtime.name,
+                    reason,
+                )
+            self._fallback_note = (
+                f"{self.kind} {self._model_id!r} runs on {last.name}: "
+                f"{runtime.name} could not be used ({reason})"
+            )
+        model = self.shared().get(resolved, self._device, last)
+        self._runtime = last
+        return model

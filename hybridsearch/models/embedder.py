@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridsearch.errors import EmbeddingError, InvalidInputError, ModelError
-from hybridsearch.models.backend import BackendName, InferenceBackend
+from hybridsearch.models.backend import DEFAULT_BACKEND, BackendName, InferenceBackend
 from hybridsearch.models.base import ModelRunner, load_sentence_transformers_model
 from hybridsearch.models.resolve import SharedModels
 
@@ -48,11 +48,12 @@ class Embedder(ModelRunner["SentenceTransformer"]):
     (E5: ``"query: "`` / ``"passage: "``; BGE: a query instruction). The model loads on first
     use; call :meth:`load` to load it eagerly and surface a :class:`ModelError` early.
 
-    ``backend`` picks the runtime: ``"torch"`` (default), or on CPU ``"onnx"`` (ONNX Runtime,
-    fp32) or ``"onnx-int8"`` (dynamically quantized), which need the ``onnx`` extra. The
-    ONNX file is exported from the loaded weights on first use and cached in
-    ``onnx_cache_dir`` (default: ``$HYBRIDSEARCH_ONNX_CACHE_DIR`` or the user cache folder);
-    ONNX Runtime uses ``torch_threads`` intra-op threads, 1 when unset.
+    ``backend`` picks the runtime: ``"auto"`` (default: int8 on CPU, torch when the export
+    fails or on other devices), ``"torch"``, or on CPU ``"onnx"`` (ONNX Runtime, fp32) or
+    ``"onnx-int8"`` (dynamically quantized). The ONNX file is exported from the loaded
+    weights on first use and cached in ``onnx_cache_dir`` (default:
+    ``$HYBRIDSEARCH_ONNX_CACHE_DIR`` or the user cache folder); ONNX Runtime uses
+    ``torch_threads`` intra-op threads, every usable core when unset.
     """
 
     def __init__(
@@ -66,7 +67,7 @@ class Embedder(ModelRunner["SentenceTransformer"]):
         max_length: int | None = None,
         normalize: bool = True,
         torch_threads: int | None = None,
-        backend: BackendName | str = "torch",
+        backend: BackendName | str = DEFAULT_BACKEND,
         onnx_cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(
@@ -130,7 +131,7 @@ class Embedder(ModelRunner["SentenceTransformer"]):
         if self._max_length is not None:
             kwargs["processing_kwargs"] = {"text": {"max_length": self._max_length}}
         try:
-            with torch.inference_mode():
+            with self._cores(), torch.inference_mode():
                 raw = model.encode(
                     texts,
                     prompt=prompt,

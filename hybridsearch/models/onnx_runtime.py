@@ -47,7 +47,7 @@ RECIPE_VERSION = 1
 #: Part of the int8 cache key: what :func:`_quantize` does.
 QUANTIZATION_RECIPE = "dynamic-matmul-qint8-per-channel-reduce-range"
 OPSET = 17
-INSTALL_HINT = "install the ONNX extra (pip install 'hybridsearch[onnx]')"
+INSTALL_HINT = "pip install onnxruntime onnx (both are hybridsearch dependencies)"
 
 #: Two texts of different lengths, so the traced graph sees padding and a real attention mask.
 _EXAMPLE_TEXTS = ["a short query", "a longer passage, with several more tokens, to pad the first"]

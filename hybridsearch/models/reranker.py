@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridsearch.errors import InvalidInputError, ModelError
-from hybridsearch.models.backend import BackendName, InferenceBackend
+from hybridsearch.models.backend import DEFAULT_BACKEND, BackendName, InferenceBackend
 from hybridsearch.models.base import ModelRunner, load_sentence_transformers_model
 from hybridsearch.models.resolve import SharedModels
 
@@ -53,8 +53,9 @@ class Reranker(ModelRunner["CrossEncoder"]):
     :class:`ModelError` at once instead of retrying a slow, doomed load on every search.
     Build a new ``Reranker`` to try again.
 
-    ``backend`` is ``"torch"`` (default), or on CPU ``"onnx"`` or ``"onnx-int8"``, as for
-    :class:`~hybridsearch.models.embedder.Embedder` (same export cache and thread rule).
+    ``backend`` is ``"auto"`` (default), ``"torch"``, or on CPU ``"onnx"`` or
+    ``"onnx-int8"``, as for :class:`~hybridsearch.models.embedder.Embedder` (same export
+    cache and thread rule).
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class Reranker(ModelRunner["CrossEncoder"]):
         batch_size: int = 32,
         max_length: int | None = 512,
         torch_threads: int | None = None,
-        backend: BackendName | str = "torch",
+        backend: BackendName | str = DEFAULT_BACKEND,
         onnx_cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(
@@ -101,13 +102,14 @@ class Reranker(ModelRunner["CrossEncoder"]):
         pairs = [(query, passage) for passage in items]
         max_length = self._effective_max_length(model)
         try:
-            raw = model.predict(
-                pairs,
-                batch_size=self._batch_size,
-                show_progress_bar=False,
-                convert_to_numpy=True,
-                processing_kwargs={"text": {"max_length": max_length}} if max_length else None,
-            )
+            with self._cores():
+                raw = model.predict(
+                    pairs,
+                    batch_size=self._batch_size,
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                    processing_kwargs={"text": {"max_length": max_length}} if max_length else None,
+                )
             scores = np.asarray(raw, dtype=np.float32).reshape(-1)
         except Exception as exc:
             raise ModelError(f"reranker {self._model_id!r} failed: {exc}") from exc

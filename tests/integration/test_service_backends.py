@@ -54,15 +54,20 @@ def test_service_uses_the_configured_backends(
 
 
 def test_onnx_service_finds_what_the_torch_service_finds(
-    sample: tuple[str, dict[str, set[str]], HybridSearch], hs: HybridSearch
+    sample: tuple[str, dict[str, set[str]], HybridSearch], settings: Settings
 ) -> None:
     """Vector search over the ONNX-ingested chunks ranks as the torch service does, and the
     hybrid search is reranked by the int8 model. (How well int8 agrees with torch on rerank
     scores is tested in tests/unit/test_backends.py and measured by bench/backends.py.)"""
     name, queries, client = sample
+    with HybridSearch(replace(settings, embedding_backend="torch")) as torch_client:
+        torch_runs = {
+            query: torch_client.search(name, query, top_k=10, top_n=5, mode="vector", rerank=False)
+            for query in queries
+        }
     for query, relevant in queries.items():
         onnx_hits = client.search(name, query, top_k=10, top_n=5, mode="vector", rerank=False)
-        torch_hits = hs.search(name, query, top_k=10, top_n=5, mode="vector", rerank=False)
+        torch_hits = torch_runs[query]
         assert [h.document_id for h in onnx_hits.results] == [
             h.document_id for h in torch_hits.results
         ]

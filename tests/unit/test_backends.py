@@ -13,6 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,12 @@ from hybridsearch.config import Settings
 from hybridsearch.embedding_cache import model_key
 from hybridsearch.errors import ConfigurationError, InvalidInputError, ModelError
 from hybridsearch.models import embedder as embedder_module
-from hybridsearch.models.backend import BACKENDS, InferenceBackend, validate_backend
+from hybridsearch.models.backend import (
+    RUNTIMES,
+    InferenceBackend,
+    usable_cores,
+    validate_backend,
+)
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.onnx_runtime import OnnxTransformerModel
@@ -69,7 +75,7 @@ def _embedder(backend: str, cache: Path) -> Embedder:
 def minilm_vectors(onnx_cache: Path) -> dict[str, npt.NDArray[np.float32]]:
     """Embeddings of SENTENCES + QUERIES (queries with a prompt) under every backend."""
     vectors: dict[str, npt.NDArray[np.float32]] = {}
-    for backend in BACKENDS:
+    for backend in RUNTIMES:
         embedder = Embedder(
             str(minilm_path()),
             backend=backend,
@@ -92,21 +98,34 @@ def test_unknown_backend_is_rejected_with_the_allowed_names() -> None:
             make(str(minilm_path()), backend="tensorrt")
         message = str(info.value)
         assert "'tensorrt'" in message
-        assert all(repr(name) in message for name in ("torch", "onnx", "onnx-int8"))
+        assert all(repr(name) in message for name in ("auto", "torch", "onnx", "onnx-int8"))
     assert validate_backend(" ONNX-int8 ") == "onnx-int8"
     with pytest.raises(InvalidInputError):
         validate_backend(None)
 
 
-def test_onnx_backends_are_cpu_only_and_default_to_one_thread(tmp_path: Path) -> None:
+def test_onnx_backends_are_cpu_only_and_default_to_every_core(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="CPU only"):
         Embedder(str(minilm_path()), backend="onnx", device="cuda")
-    default = InferenceBackend.build("onnx", device="cpu", threads=None, cache_dir=tmp_path)
-    assert default.threads == 1 and default.cache_dir == tmp_path.resolve()
-    assert InferenceBackend.build("onnx-int8", device="cpu", threads=3, cache_dir=None).threads == 3
+    (default,) = InferenceBackend.candidates("onnx", device="cpu", threads=None, cache_dir=tmp_path)
+    assert default.threads == usable_cores() and default.cache_dir == tmp_path.resolve()
+    (int8,) = InferenceBackend.candidates("onnx-int8", device="cpu", threads=3, cache_dir=None)
+    assert int8.threads == 3
     # torch ignores the ONNX settings, so every torch user of a model shares one copy
-    torch_backend = InferenceBackend.build("torch", device="cuda", threads=3, cache_dir=tmp_path)
+    (torch_backend,) = InferenceBackend.candidates(
+        "torch", device="cuda", threads=3, cache_dir=tmp_path
+    )
     assert torch_backend == InferenceBackend()
+
+
+def test_auto_is_int8_then_torch_on_cpu_and_torch_elsewhere(tmp_path: Path) -> None:
+    on_cpu = InferenceBackend.candidates("auto", device="cpu", threads=2, cache_dir=tmp_path)
+    assert [b.name for b in on_cpu] == ["onnx-int8", "torch"]
+    assert on_cpu[0] == InferenceBackend("onnx-int8", 2, tmp_path.resolve())
+    on_gpu = InferenceBackend.candidates("auto", device="cuda", threads=2, cache_dir=tmp_path)
+    assert on_gpu == (InferenceBackend(),)
+    embedder = Embedder(str(minilm_path()), device="cuda")
+    assert (embedder.requested_backend, embedder.backend) == ("auto", "torch")
 
 
 def test_settings_read_backends_from_the_environment(tmp_path: Path) -> None:
@@ -121,7 +140,7 @@ def test_settings_read_backends_from_the_environment(tmp_path: Path) -> None:
     assert settings.reranker_backend == "onnx-int8"
     assert settings.onnx_cache_dir == tmp_path
     defaults = Settings.from_env({})
-    assert (defaults.embedding_backend, defaults.reranker_backend) == ("torch", "torch")
+    assert (defaults.embedding_backend, defaults.reranker_backend) == ("auto", "auto")
     with pytest.raises(ConfigurationError) as info:
         Settings.from_env({"HYBRIDSEARCH_RERANKER_BACKEND": "openvino"})
     assert "HYBRIDSEARCH_RERANKER_BACKEND" in str(info.value)
@@ -140,7 +159,8 @@ def test_configured_models_follow_the_settings_and_cache_per_backend(tmp_path: P
     embedder = configured_embedder("some/model", settings, document_prompt="passage: ")
     reranker = configured_reranker("some/reranker", settings)
     assert (embedder.backend, reranker.backend) == ("onnx-int8", "onnx")
-    torch_embedder = configured_embedder("some/model", Settings.from_env({}))
+    torch_settings = Settings.from_env({"HYBRIDSEARCH_EMBEDDING_BACKEND": "torch"})
+    torch_embedder = configured_embedder("some/model", torch_settings)
     keys = {model_key(e, "passage: ") for e in (embedder, torch_embedder)}
     assert len(keys) == 2
 
@@ -176,14 +196,14 @@ def test_int8_embeddings_rank_like_torch(
 
 
 def test_backend_runs_on_onnx_runtime_and_is_shared_per_backend(onnx_cache: Path) -> None:
-    torch_model = Embedder(str(minilm_path())).load()
+    torch_model = Embedder(str(minilm_path()), backend="torch").load()
     onnx_model = _embedder("onnx", onnx_cache).load()
     int8_model = _embedder("onnx-int8", onnx_cache).load()
     assert len({id(torch_model), id(onnx_model), id(int8_model)}) == 3
     assert _embedder("onnx", onnx_cache).load() is onnx_model  # same key, one copy
     stand_in = onnx_model[0].model
     assert isinstance(stand_in, OnnxTransformerModel)
-    assert stand_in.session.get_session_options().intra_op_num_threads == 1
+    assert stand_in.session.get_session_options().intra_op_num_threads == usable_cores()
     assert stand_in.path.is_relative_to(onnx_cache)
     assert isinstance(int8_model[0].model, OnnxTransformerModel)
     assert int8_model[0].model.path != stand_in.path
@@ -238,6 +258,50 @@ def test_unwritable_cache_dir_raises_model_error_naming_the_setting(tmp_path: Pa
     assert "HYBRIDSEARCH_ONNX_CACHE_DIR" in str(info.value)
 
 
+def test_auto_runs_int8_by_default(tmp_path: Path) -> None:
+    embedder = Embedder(str(minilm_path()), onnx_cache_dir=tmp_path)
+    assert embedder.requested_backend == "auto"
+    assert embedder.backend == "onnx-int8" and embedder.fallback_note is None
+    assert isinstance(embedder.load()[0].model, OnnxTransformerModel)
+    reranker = Reranker(str(minilm_path()), onnx_cache_dir=tmp_path)
+    assert reranker.backend == "onnx-int8"
+
+
+def test_auto_falls_back_to_torch_with_one_note_when_the_export_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hybridsearch.cli import show_notes_on_stderr
+
+    show_notes_on_stderr()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    texts = ["the cache folder cannot be written", "so the model runs on torch"]
+    embedder = Embedder(str(minilm_path()), onnx_cache_dir=blocker / "cache")
+    vectors = embedder.embed_documents(texts)  # no error: the fallback runs
+    assert embedder.backend == "torch"
+    torch_vectors = Embedder(str(minilm_path()), backend="torch").embed_documents(texts)
+    assert np.allclose(vectors, torch_vectors, atol=1e-6)
+    note = embedder.fallback_note
+    assert note is not None and "onnx-int8" in note and "HYBRIDSEARCH_ONNX_CACHE_DIR" in note
+    again = Embedder(str(minilm_path()), onnx_cache_dir=blocker / "cache")
+    assert again.backend == "torch" and again.fallback_note == note  # not retried
+    ours = [line for line in capsys.readouterr().err.splitlines() if "hybridsearch" in line]
+    assert len(ours) == 1 and ours[0].startswith("hybridsearch: note: embedding model"), ours
+    # an explicit backend still wins: it fails instead of falling back
+    with pytest.raises(ModelError):
+        Embedder(str(minilm_path()), backend="onnx-int8", onnx_cache_dir=blocker).load()
+
+
+def test_auto_falls_back_to_torch_when_onnx_runtime_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
+    reranker = Reranker(str(minilm_path()), onnx_cache_dir=tmp_path)
+    assert reranker.score("which cat", ["a cat", "a stock"]).shape == (2,)
+    assert reranker.backend == "torch"
+    assert reranker.fallback_note is not None and "onnxruntime" in reranker.fallback_note
+
+
 # --- reranker ------------------------------------------------------------------------------
 
 
@@ -267,7 +331,7 @@ def _concordance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> floa
 def test_reranker_backends_order_pairs_like_torch(trained_reranker: Path, onnx_cache: Path) -> None:
     cases = _held_out_cases()
     scores: dict[str, list[npt.NDArray[np.float32]]] = {}
-    for backend in BACKENDS:
+    for backend in RUNTIMES:
         reranker = Reranker(
             str(trained_reranker), backend=backend, onnx_cache_dir=onnx_cache, torch_threads=1
         )
