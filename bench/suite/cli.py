@@ -1,7 +1,8 @@
 """``bench/run``: arguments, the order of the stages, the markdown table and the JSON.
 
 Every ratio is ours / baseline with both measured in this run on the same data; the
-targets are issue 5's and are printed for reading only: nothing here fails on timing.
+targets are issue 5's (and issue 21's for the default models) and are printed for
+reading only: nothing here fails on timing.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ MODES = {
     "quick": (100_000, 60, 30, 3, TOP_K),
     "full": (1_000_000, 200, 50, 5, TOP_K),
 }
+#: Issue 21's figures of the default models against bare fp32 torch (bench/suite/defaults.py):
+#: (SciFact abstracts ingested, queries reranked, queries per client in the concurrency
+#: figure). Smoke skips them: fp32 torch takes seconds per 50 SciFact pairs.
+DEFAULTS_MODES = {"quick": (500, 10, 3), "full": (2_000, 30, 5)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,6 +113,25 @@ def main() -> None:
                 k=rerank_k,
                 end_to_end_figures=mode != "smoke",
             )
+            if mode in DEFAULTS_MODES:
+                from . import defaults
+
+                # After the models stage: it fixes torch at 1 thread for the process
+                # first; these stages set the configured count around their own work.
+                abstracts, rerank_queries, per_client = DEFAULTS_MODES[mode]
+                stage(
+                    f"defaults vs bare fp32 torch: SciFact ingest ({abstracts:,} abstracts),"
+                    f" rerank ({rerank_queries} queries), reranked search under concurrency"
+                )
+                out = defaults.run(
+                    settings,
+                    abstracts=abstracts,
+                    rerank_queries=rerank_queries,
+                    per_client=per_client,
+                )
+                for key in [k for k in out if k.startswith("concurrency_")]:
+                    figures[key] = out.pop(key)
+                figures["defaults"] = out
         stage("recall@10 vs exact search" + ("" if args.no_halfvec else ", halfvec index"))
         figures["recall"] = search.recall(
             conn, collection, vectors[:n_recall], TOP_K, halfvec=not args.no_halfvec

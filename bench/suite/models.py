@@ -47,7 +47,7 @@ def cross_encoder_path(settings: Settings) -> Path:
     return path
 
 
-def _options(collection: Collection, query: str, k: int, n: int) -> SearchOptions:
+def search_options(collection: Collection, query: str, k: int, n: int) -> SearchOptions:
     return validate_options(
         collection,
         query,
@@ -74,7 +74,7 @@ def rerank_vs_bare(
     """Our rerank stage (search.rerank_candidates) against CrossEncoder.predict, same pairs."""
     cases: list[tuple[SearchOptions, list[Hit]]] = []
     for text, vector in zip(texts, vectors, strict=True):
-        options = _options(collection, text, k, 5)
+        options = search_options(collection, text, k, 5)
         cases.append(
             (
                 options,

@@ -6,7 +6,7 @@ from typing import Any
 
 from .timing import ratio
 
-#: Issue 5's targets: (ratio key, comparison, bound). Printed, never enforced.
+#: Issue 5's and 21's targets: (ratio key, comparison, bound). Printed, never enforced.
 TARGETS = {
     "ingest_vs_copy": ("<=", 1.25),
     "hybrid_p50_vs_hnsw": ("<=", 2.0),
@@ -16,6 +16,9 @@ TARGETS = {
     "keyword_p50_vs_v010": ("<=", 1.1),
     "keyword_p95_vs_v010": ("<=", 1.1),
     "rerank_vs_bare": ("<=", 1.11),
+    # issue 21, item 6: the default models against bare sentence-transformers fp32 torch
+    "ingest_vs_torch_fp32": ("<=", 0.40),
+    "rerank_vs_torch_fp32": ("<=", 0.30),
 }
 PER_MILLION = 1_000_000
 
@@ -65,6 +68,11 @@ def ratios_from(f: dict[str, Any]) -> dict[str, float]:
                 continue
             ms = m[key]["ms"]
             r[f"{key}_p50_vs_bare_stages"] = ratio(ms["search"]["p50"], ms["bare_stages"]["p50"])
+    if "defaults" in f:
+        d = f["defaults"]
+        r["ingest_vs_torch_fp32"] = ratio(d["ingest"]["ours_s"], d["ingest"]["bare_s"])
+        rr = d["rerank"]["ms"]
+        r["rerank_vs_torch_fp32"] = ratio(rr["rerank_stage"]["p50"], rr["predict_fp32"]["p50"])
     rec = f.get("recall", {})
     if "halfvec" in rec:
         r["halfvec_p50_vs_vector"] = ratio(rec["halfvec"]["ms"]["p50"], rec["vector"]["ms"]["p50"])
@@ -73,6 +81,70 @@ def ratios_from(f: dict[str, Any]) -> dict[str, float]:
 
 def _ms(s: dict[str, float]) -> str:
     return f"p50 {s['p50']:.2f} / p95 {s['p95']:.2f} ms"
+
+
+def _share(t: dict[str, float | None], peak: str) -> str:
+    """Achieved G(FL)OP/s and the fraction of ``peak`` it is."""
+    of = t["of_peak"]
+    share = f"{of:.0%} of {peak} peak" if of is not None else f"no {peak} peak"
+    return f"{t['gflops']:.0f} G/s, {share}"
+
+
+def _peak_name(runtime: str) -> str:
+    return "int8" if runtime == "onnx-int8" else "fp32"
+
+
+def _defaults_rows(f: dict[str, Any], add: Any) -> None:
+    """Issue 21's rows: the default models against bare fp32 torch, and under load."""
+    d = f.get("defaults")
+    if d is None:
+        for what in (
+            "matmul peaks",
+            "SciFact ingest, defaults vs fp32 torch",
+            "SciFact rerank, defaults vs fp32 torch",
+            "reranked search, 1 and 4 clients",
+        ):
+            add(what, "skipped (smoke)", "")
+        return
+    pk = d["peaks"]
+    m, k, n = pk["shape"]
+    int8 = pk["int8_gops"]
+    add(
+        f"matmul peak, {m}x{k} @ {k}x{n}, {pk['threads']} thread(s), best before/after",
+        "int8 " + (f"{int8:.0f} GOP/s" if int8 is not None else "n/a (no onnxruntime)"),
+        f"fp32 {pk['fp32_gflops']:.0f} GFLOP/s",
+    )
+    s = d["settings"]
+    ing = d["ingest"]
+    add(
+        f"SciFact ingest (s): add_documents of {ing['documents']:,} abstracts,"
+        f" {ing['chunks']:,} chunks, {ing['embedded']:,} embedded (cached rows cleared"
+        f" first: {ing['cache_rows_cleared']}), defaults ({ing['runtime']},"
+        f" {s['torch_threads']} threads)",
+        f"{ing['ours_s']:.1f} (embedding alone {ing['ours_embed_s']:.1f}:"
+        f" {_share(ing['ours_throughput'], _peak_name(ing['runtime']))};"
+        f" calibration {ing['calibration_s']:.1f})",
+        f"fp32 torch encode {ing['bare_s']:.1f} ({_share(ing['bare_throughput'], 'fp32')})",
+        "ingest_vs_torch_fp32",
+    )
+    rr = d["rerank"]
+    add(
+        f"SciFact rerank stage, {rr['queries']} queries x {rr['pairs']:.0f} pairs"
+        f" ({rr['tokens_per_pair']:.0f} tokens/pair), defaults ({rr['runtime']})",
+        f"{_ms(rr['ms']['rerank_stage'])}"
+        f" ({_share(rr['ours_throughput'], _peak_name(rr['runtime']))})",
+        f"fp32 predict {_ms(rr['ms']['predict_fp32'])} ({_share(rr['bare_throughput'], 'fp32')})",
+        "rerank_vs_torch_fp32",
+    )
+    for key in sorted(k for k in f if k.startswith("concurrency_")):
+        c = f[key]
+        st = ", ".join(f"{name} {v:.0f}" for name, v in c["stage_p50_ms"].items())
+        add(
+            f"reranked SciFact search K=50 N=5, {c['clients']} concurrent client(s), per"
+            f" request (stage p50 ms: {st})",
+            _ms(c["ms"]),
+            f"{c['requests_per_s']:.2f} requests/s",
+        )
 
 
 def _target(key: str) -> str:
@@ -210,6 +282,8 @@ def table(f: dict[str, Any], r: dict[str, float]) -> str:
                 "bare stages " + _ms(e["ms"]["bare_stages"]),
                 f"{key}_p50_vs_bare_stages",
             )
+    if m:
+        _defaults_rows(f, add)
     add("peak RSS of the benchmark process (MiB)", f"{f['peak_rss_mb']:.0f}", "")
     lines = [
         f"| figure ({f['mode']}, {n:,} chunks, {f['seconds']:.0f}s) | ours | baseline"
