@@ -12,6 +12,9 @@ The transform works on tokens, so comments and layout survive:
 - ``async def`` / ``async with`` / ``async for`` lose ``async``; ``await x`` becomes ``x``;
 - ``await asyncio.to_thread(f, a, b)`` becomes ``f(a, b)`` (a worker thread only matters to
   an event loop);
+- ``await asyncio.wrap_future(future)`` becomes ``future.result()``: both wait for a
+  ``concurrent.futures.Future``, for work that runs in a thread of its own in both doors
+  (``future`` must be a name or a dotted name);
 - names in :data:`NAMES` are renamed (``AsyncConnectionPool`` → ``ConnectionPool``, ...)
   wherever they are code, never inside strings or comments;
 - an ``if True:  # ASYNC`` block keeps its ``else:`` branch only, for the few places
@@ -100,7 +103,8 @@ def _skip_body(lines: list[str], i: int, indent: str) -> int:
 
 
 def convert_tokens(text: str) -> str:
-    """Drop ``async``/``await``, unwrap ``asyncio.to_thread`` and rename :data:`NAMES`."""
+    """Drop ``async``/``await``, unwrap ``asyncio.to_thread`` and ``asyncio.wrap_future``,
+    and rename :data:`NAMES`."""
     tokens = [
         t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type != tokenize.NL
     ]
@@ -111,15 +115,20 @@ def convert_tokens(text: str) -> str:
         return starts[line - 1] + column
 
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement)
+    done = 0  # tokens before this one are rewritten already
     for i, token in enumerate(tokens):
-        if token.type != tokenize.NAME:
+        if token.type != tokenize.NAME or i < done:
             continue
         nxt = tokens[i + 1]
         if token.string == "async" and nxt.string in ("def", "with", "for"):
             edits.append((offset(token.start), offset(nxt.start), ""))
         elif token.string == "await":
-            if [t.string for t in tokens[i + 1 : i + 5]] == ["asyncio", ".", "to_thread", "("]:
+            call = [t.string for t in tokens[i + 1 : i + 5]]
+            if call == ["asyncio", ".", "to_thread", "("]:
                 edits.extend(_unwrap_to_thread(tokens, i, offset))
+            elif call == ["asyncio", ".", "wrap_future", "("]:
+                done, edit = _unwrap_wrap_future(tokens, i, offset)
+                edits.append(edit)
             else:
                 edits.append((offset(token.start), offset(nxt.start), ""))
         elif token.string in NAMES:
@@ -153,6 +162,22 @@ def _unwrap_to_thread(
             edits.append((offset(tokens[j - 1].end), offset(token.end), "("))
             return edits
     raise ConversionError(f"line {tokens[i].start[0]}: unterminated asyncio.to_thread call")
+
+
+def _unwrap_wrap_future(
+    tokens: list[tokenize.TokenInfo], i: int, offset: Callable[[tuple[int, int]], int]
+) -> tuple[int, tuple[int, int, str]]:
+    """The edit turning ``await asyncio.wrap_future(a.b)`` at ``tokens[i]`` into
+    ``a.b.result()``, and the index of the first token after it."""
+    names: list[str] = []
+    j = i + 4  # the `(`, a name, then `.` and a name as often as they come
+    while tokens[j].string == ("." if names else "(") and tokens[j + 1].type == tokenize.NAME:
+        names.append(NAMES.get(tokens[j + 1].string, tokens[j + 1].string))
+        j += 2
+    if not names or tokens[j].string != ")":
+        line = tokens[i].start[0]
+        raise ConversionError(f"line {line}: wrap_future takes a name or a dotted name")
+    return j + 1, (offset(tokens[i].start), offset(tokens[j].end), f"{'.'.join(names)}.result()")
 
 
 def _line_offsets(text: str) -> list[int]:

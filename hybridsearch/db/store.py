@@ -13,14 +13,16 @@ async client awaits this one with an ``AsyncConnection``. The SQL and the pure s
 Every function takes a connection the caller checked out and raises hybridsearch errors
 (:func:`~hybridsearch.errors.from_database_error`), never psycopg's. Chunking and model
 inference run in worker threads here, so an event loop keeps serving; in the generated
-module they are plain calls.
+module they are plain calls, except an ingest's embedding: it runs in a thread of its own
+in both, to overlap the write of the batch before (:func:`ingest_documents`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -193,24 +195,43 @@ def drop_collection(conn: Connection, name: str) -> bool:
 # -- documents ---------------------------------------------------------------------------
 
 
+def _cached(
+    conn: Connection, key: str, texts: Sequence[str]
+) -> tuple[list[bytes], dict[bytes, npt.NDArray[np.float32]]]:
+    """The hash of each text, and the cached vectors among them by hash."""
+    hashes = [cache.text_hash(t) for t in texts]
+    cur = conn.execute(cache.SELECT_CACHED_SQL, (key, list(set(hashes))))
+    return hashes, cache.cached_vectors(cur.fetchall())
+
+
+def _keep_fresh(
+    conn: Connection,
+    embedder: Embedder,
+    key: str,
+    missing: Sequence[tuple[bytes, str]],
+    fresh: npt.NDArray[np.float32],
+    vectors: dict[bytes, npt.NDArray[np.float32]],
+) -> None:
+    """Check the vectors just computed for ``missing``, cache them and add them to ``vectors``."""
+    cache.check_fresh(fresh, embedder, len(missing))
+    rows = [(key, h, fresh[i]) for i, (h, _) in enumerate(missing)]
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(cache.INSERT_CACHED_SQL, rows)
+    for i, (h, _) in enumerate(missing):
+        vectors[h] = fresh[i]
+
+
 def embed_with_cache(
     conn: Connection, embedder: Embedder, texts: Sequence[str], *, document_prompt: str | None
 ) -> tuple[npt.NDArray[np.float32], int]:
     """Embeddings of ``texts`` in order, and how many had to be computed (not cached)."""
     key = cache.model_key(embedder, document_prompt)
-    hashes = [cache.text_hash(t) for t in texts]
-    cur = conn.execute(cache.SELECT_CACHED_SQL, (key, list(set(hashes))))
-    cached = cache.cached_vectors(cur.fetchall())
-    missing = cache.missing_texts(hashes, texts, cached)
+    hashes, vectors = _cached(conn, key, texts)
+    missing = cache.missing_texts(hashes, texts, vectors)
     if missing:
         fresh = embedder.embed_documents([t for _, t in missing])
-        cache.check_fresh(fresh, embedder, len(missing))
-        rows = [(key, h, fresh[i]) for i, (h, _) in enumerate(missing)]
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(cache.INSERT_CACHED_SQL, rows)
-        for i, (h, _) in enumerate(missing):
-            cached[h] = fresh[i]
-    return np.stack([cached[h] for h in hashes]), len(missing)
+        _keep_fresh(conn, embedder, key, missing, fresh, vectors)
+    return np.stack([vectors[h] for h in hashes]), len(missing)
 
 
 def _stored_hashes(
@@ -250,6 +271,112 @@ def _write(
     return len(rows) - len(replaced), len(replaced)
 
 
+@dataclass
+class _Batch:
+    """A batch between its plan and its write (see :class:`_Ingest`)."""
+
+    size: int
+    prepared: list[PreparedDocument]
+    unchanged: int
+    #: one text hash per chunk, in write order, and the vectors known so far by hash
+    hashes: list[bytes] = field(default_factory=list)
+    vectors: dict[bytes, npt.NDArray[np.float32]] = field(default_factory=dict)
+    #: the texts the worker thread embeds for this batch, and their vectors to come
+    missing: list[tuple[bytes, str]] = field(default_factory=list)
+    embedding: Future[npt.NDArray[np.float32]] | None = None
+    #: the vectors of the batch before, for texts that it embeds too (not twice)
+    lender: dict[bytes, npt.NDArray[np.float32]] = field(default_factory=dict)
+
+    def writes(self, ids: Iterable[str]) -> bool:
+        """Whether this batch writes a document of one of ``ids``."""
+        mine = {p.document.id for p in self.prepared}
+        return not mine.isdisjoint(ids)
+
+
+class _Ingest:
+    """One :func:`ingest_documents` call: while batch n is written, batch n+1 is embedded.
+
+    Only the model runs in the worker thread; every statement runs on the caller's thread
+    (or event loop), one at a time, as a connection requires. :meth:`plan` reads a batch's
+    hashes and cached vectors and hands the texts it misses to the worker, then
+    :meth:`finish` writes the batch planned before it while the worker embeds.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        collection: Collection,
+        embedder: Embedder,
+        tenant: str,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
+        self.conn = conn
+        self.collection = collection
+        self.embedder = embedder
+        self.tenant = tenant
+        self.on_progress = on_progress
+        self.key = cache.model_key(embedder, collection.settings.document_prompt)
+        self.action = f"ingest into {collection.name!r}"
+        self.unread = UnreadScripts(collection.embedding_model, collection.name)
+        self.report = IngestReport()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridsearch-embed")
+        #: planned, its embedding submitted, not written yet
+        self.pending: _Batch | None = None
+
+    def plan(self, size: int, latest: Mapping[str, Document]) -> None:
+        """Plan a batch and submit its embedding, then finish the one before it."""
+        collection = self.collection
+        try:
+            stored = _stored_hashes(self.conn, collection, list(latest), self.tenant)
+            planned = ingest.plan_batch(latest, stored, collection)
+            batch = _Batch(size, *planned)
+            if batch.prepared:
+                self.unread.add([p.document.text for p in batch.prepared])
+                texts = [text for p in batch.prepared for text in p.chunks]
+                batch.hashes, batch.vectors = _cached(self.conn, self.key, texts)
+                missing = cache.missing_texts(batch.hashes, texts, batch.vectors)
+                if self.pending is not None:  # it caches what it embeds only when written
+                    lent = {h for h, _ in self.pending.missing}
+                    missing = [m for m in missing if m[0] not in lent]
+                    batch.lender = self.pending.vectors
+                batch.missing = missing
+                if missing:
+                    wanted = [t for _, t in missing]
+                    batch.embedding = self.pool.submit(self.embedder.embed_documents, wanted)
+        except psycopg.Error as exc:
+            raise from_database_error(exc, self.action) from exc
+        self.finish()
+        self.pending = batch
+
+    def finish(self) -> None:
+        """Write the pending batch, if any, in one transaction once its vectors are in."""
+        batch, self.pending = self.pending, None
+        if batch is None:
+            return
+        report = self.report
+        if batch.prepared:
+            try:
+                if batch.embedding is not None:
+                    fresh = batch.embedding.result()
+                    _keep_fresh(
+                        self.conn, self.embedder, self.key, batch.missing, fresh, batch.vectors
+                    )
+                known = batch.vectors
+                vectors = [known[h] if h in known else batch.lender[h] for h in batch.hashes]
+                added, updated = _write(
+                    self.conn, self.collection, batch.prepared, np.stack(vectors), self.tenant
+                )
+            except psycopg.Error as exc:
+                raise from_database_error(exc, self.action) from exc
+            report.added += added
+            report.updated += updated
+            report.chunks += len(batch.hashes)
+            report.embedded += len(batch.missing)
+        report.unchanged += batch.unchanged
+        if self.on_progress is not None:
+            self.on_progress(batch.size)
+
+
 def ingest_documents(
     conn: Connection,
     collection: Collection,
@@ -262,40 +389,34 @@ def ingest_documents(
     tenant: str = "",
 ) -> IngestReport:
     """Add or replace documents, one transaction per batch; unchanged ones (same content
-    hash) are skipped without embedding. ``tenant`` owns them (see hybridsearch.tenancy)."""
+    hash) are skipped without embedding. ``tenant`` owns them (see hybridsearch.tenancy).
+
+    Batch n+1 is embedded in a worker thread while batch n is written, in both doors, and
+    the result is that of one batch after the other: a batch reads the stored hashes of
+    documents that the batch before it writes only after that write; a failure leaves
+    every batch before the failing one stored and nothing of it; the worker is done when
+    this returns or raises.
+    """
     ingest.check_dimensions(embedder, collection)
-    report = IngestReport()
-    unread = UnreadScripts(collection.embedding_model, collection.name)
-    action = f"ingest into {collection.name!r}"
-    for batch in ingest.batches(documents, batch_size):
-        latest = ingest.latest_by_id(batch, max_document_chars)
-        try:
-            stored = _stored_hashes(conn, collection, list(latest), tenant)
-        except psycopg.Error as exc:
-            raise from_database_error(exc, action) from exc
-        prepared, unchanged = ingest.plan_batch(latest, stored, collection)
-        report.unchanged += unchanged
-        if prepared:
-            unread.add([p.document.text for p in prepared])
-            texts = [text for p in prepared for text in p.chunks]
-            prompt = collection.settings.document_prompt
-            try:
-                embeddings, computed = embed_with_cache(
-                    conn, embedder, texts, document_prompt=prompt
-                )
-                added, updated = _write(conn, collection, prepared, embeddings, tenant)
-            except psycopg.Error as exc:
-                raise from_database_error(exc, action) from exc
-            report.added += added
-            report.updated += updated
-            report.chunks += len(texts)
-            report.embedded += computed
-        if on_progress is not None:
-            on_progress(len(batch))
-    warning = unread.warning()
+    run = _Ingest(conn, collection, embedder, tenant, on_progress)
+    try:
+        for batch in ingest.batches(documents, batch_size):
+            latest = ingest.latest_by_id(batch, max_document_chars)
+            if run.pending is not None and run.pending.writes(latest):
+                run.finish()  # the hashes this batch reads are written first
+            run.plan(len(batch), latest)
+        run.finish()
+    except Exception:
+        # Reading or planning batch n+1 failed: store batch n first, as one batch after
+        # the other would have. (A failure of batch n's own write has taken it already.)
+        run.finish()
+        raise
+    finally:
+        run.pool.shutdown(cancel_futures=True)
+    warning = run.unread.warning()
     if warning is not None:
-        report.warnings.append(warning)
-    return report
+        run.report.warnings.append(warning)
+    return run.report
 
 
 def ingest_embedded(

@@ -92,3 +92,23 @@ def test_an_async_block_gives_way_to_its_else_branch() -> None:
     )
     with pytest.raises(generator.ConversionError, match="else"):
         generator.drop_async_blocks("if True:  # ASYNC\n    x = 1\ny = 2\n")
+
+
+def test_an_awaited_thread_future_becomes_its_result() -> None:
+    source = textwrap.dedent(
+        """\
+        async def f(batch: Batch, pool: AsyncPool) -> None:
+            fresh = await asyncio.wrap_future(batch.embedding)
+            done = await asyncio.wrap_future(AsyncPool.future) + 1
+        """
+    )
+    assert generator.convert_tokens(source) == textwrap.dedent(
+        """\
+        def f(batch: Batch, pool: Pool) -> None:
+            fresh = batch.embedding.result()
+            done = Pool.future.result() + 1
+        """
+    )
+    for call in ("pool.submit(f)", "a or b", "futures[0]", "a.", ""):
+        with pytest.raises(generator.ConversionError, match="dotted name"):
+            generator.convert_tokens(f"async def f():\n    await asyncio.wrap_future({call})\n")
