@@ -45,7 +45,8 @@ from hybridsearch.params import TOP_K, TOP_N
 from hybridsearch.search import (
     SearchResult,
     StageTimer,
-    needs_load,
+    load_models,
+    models_to_load,
     rerank_candidates,
     search_result,
 )
@@ -351,7 +352,12 @@ class AsyncHybridSearch:
             rerank_depth=rerank_depth,
         )
         timer = StageTimer()
-        embedding = await self._embed_query(target, options, query_embedding, timer)
+        embedder = self.embedder(target)
+        pending = models_to_load(options, embedder, query_embedding, self.reranker, rerank)
+        if pending:
+            with timer.stage("load"):
+                await asyncio.to_thread(load_models, pending)
+        embedding = await self._embed_query(target, embedder, options, query_embedding, timer)
         async with checkout(self._pool) as conn:
             with timer.stage("candidates"):
                 candidates = await store_async.fetch_candidates(
@@ -378,16 +384,12 @@ class AsyncHybridSearch:
     async def _embed_query(
         self,
         target: Collection,
+        embedder: Embedder,
         options: SearchOptions,
         query_embedding: np.ndarray | None,
         timer: StageTimer,
     ) -> np.ndarray | None:
-        """The query's vector (None for a keyword search), timed as "embed", after a
-        "load" stage when the model is not loaded yet."""
-        embedder = self.embedder(target)
-        if needs_load(options, embedder, query_embedding):
-            with timer.stage("load"):
-                await asyncio.to_thread(embedder.load)
+        """The query's vector (None for a keyword search), timed as "embed"."""
         with timer.stage("embed"):
             if options.mode == "keyword":
                 return None

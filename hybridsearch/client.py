@@ -46,7 +46,8 @@ from hybridsearch.params import TOP_K, TOP_N
 from hybridsearch.search import (
     SearchResult,
     StageTimer,
-    needs_load,
+    load_models,
+    models_to_load,
     rerank_candidates,
     search_result,
 )
@@ -317,7 +318,12 @@ class HybridSearch:
             rerank_depth=rerank_depth,
         )
         timer = StageTimer()
-        embedding = self._embed_query(target, options, query_embedding, timer)
+        embedder = self.embedder(target)
+        pending = models_to_load(options, embedder, query_embedding, self.reranker, rerank)
+        if pending:
+            with timer.stage("load"):
+                load_models(pending)
+        embedding = self._embed_query(target, embedder, options, query_embedding, timer)
         with checkout(self._pool) as conn, timer.stage("candidates"):
             candidates = store.fetch_candidates(
                 conn,
@@ -342,16 +348,12 @@ class HybridSearch:
     def _embed_query(
         self,
         target: Collection,
+        embedder: Embedder,
         options: SearchOptions,
         query_embedding: np.ndarray | None,
         timer: StageTimer,
     ) -> np.ndarray | None:
-        """The query's vector (None for a keyword search), timed as "embed", after a
-        "load" stage when the model is not loaded yet."""
-        embedder = self.embedder(target)
-        if needs_load(options, embedder, query_embedding):
-            with timer.stage("load"):
-                embedder.load()
+        """The query's vector (None for a keyword search), timed as "embed"."""
         with timer.stage("embed"):
             if options.mode == "keyword":
                 return None

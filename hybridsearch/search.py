@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ import numpy as np
 from psycopg.types.json import Jsonb
 
 from hybridsearch.collections import Collection
-from hybridsearch.errors import InvalidInputError
+from hybridsearch.errors import InvalidInputError, ModelError
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker, rerank_safely
 from hybridsearch.search_input import Mode as Mode  # re-exported: the public name
@@ -269,9 +270,42 @@ def search_result(
     )
 
 
-def needs_load(
-    options: SearchOptions, embedder: Embedder, query_embedding: np.ndarray | None
-) -> bool:
-    """Whether this search will embed its query with a model not loaded yet. The load
-    (seconds, once per process) is then reported as its own stage, ahead of "embed"."""
-    return options.mode != "keyword" and query_embedding is None and not embedder.loaded
+def models_to_load(
+    options: SearchOptions,
+    embedder: Embedder,
+    query_embedding: np.ndarray | None,
+    reranker: Reranker | None,
+    rerank: bool,
+) -> list[Embedder | Reranker]:
+    """The models this search will run that are not loaded yet. Their load (seconds, once
+    per process) is reported as its own stage, "load", ahead of "embed"."""
+    pending: list[Embedder | Reranker] = []
+    if options.mode != "keyword" and query_embedding is None and not embedder.loaded:
+        pending.append(embedder)
+    if rerank and reranker is not None and not reranker.loaded and reranker.load_error is None:
+        pending.append(reranker)
+    return pending
+
+
+def load_models(models: Sequence[Embedder | Reranker]) -> None:
+    """Load ``models`` side by side: reading weights, hashing them for the ONNX cache and
+    building ONNX Runtime sessions mostly run outside the GIL, so a one-shot search loads
+    its embedder and reranker in about the time of the slower one. An embedder that fails
+    raises; a reranker that fails is left for the rerank stage, which reports its
+    remembered error and keeps the fused order."""
+    if len(models) == 1:
+        _load_one(models[0])
+        return
+    with ThreadPoolExecutor(len(models), thread_name_prefix="hybridsearch-load") as pool:
+        futures = [pool.submit(_load_one, model) for model in models]
+    for future in futures:
+        future.result()
+
+
+def _load_one(model: Embedder | Reranker) -> None:
+    if isinstance(model, Embedder):
+        model.load()
+        return
+    # A reranker remembers its load error; rerank_safely turns it into the search's note.
+    with suppress(ModelError):
+        model.load()

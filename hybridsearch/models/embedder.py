@@ -17,6 +17,7 @@ import numpy.typing as npt
 from hybridsearch.errors import EmbeddingError, InvalidInputError, ModelError
 from hybridsearch.models.backend import DEFAULT_BACKEND, BackendName, InferenceBackend
 from hybridsearch.models.base import ModelRunner, load_sentence_transformers_model
+from hybridsearch.models.batching import run_in_token_order
 from hybridsearch.models.resolve import SharedModels
 
 if TYPE_CHECKING:
@@ -123,6 +124,14 @@ class Embedder(ModelRunner["SentenceTransformer"]):
         vector: npt.NDArray[np.float32] = self._encode([text], self._query_prompt)[0]
         return vector
 
+    def _token_lengths(self, model: SentenceTransformer, texts: list[str]) -> list[int]:
+        """Tokens per text as the model will see it (the prompt adds the same to each)."""
+        if len(texts) <= self._batch_size:
+            return [0] * len(texts)  # one batch: its order does not matter
+        limit = self._max_length or model.max_seq_length
+        encoded = model.tokenizer(texts, truncation=limit is not None, max_length=limit)
+        return [len(ids) for ids in encoded["input_ids"]]
+
     def _encode(self, texts: list[str], prompt: str | None) -> npt.NDArray[np.float32]:
         import torch
 
@@ -130,17 +139,23 @@ class Embedder(ModelRunner["SentenceTransformer"]):
         kwargs: dict[str, Any] = {}
         if self._max_length is not None:
             kwargs["processing_kwargs"] = {"text": {"max_length": self._max_length}}
+
+        def encode(batch: list[str]) -> npt.NDArray[np.float32]:
+            raw = model.encode(
+                batch,
+                prompt=prompt,
+                batch_size=len(batch),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                normalize_embeddings=self._normalize,
+                **kwargs,
+            )
+            return np.asarray(raw, dtype=np.float32)
+
         try:
+            lengths = self._token_lengths(model, texts)
             with self._cores(), torch.inference_mode():
-                raw = model.encode(
-                    texts,
-                    prompt=prompt,
-                    batch_size=self._batch_size,
-                    show_progress_bar=False,
-                    convert_to_numpy=True,
-                    normalize_embeddings=self._normalize,
-                    **kwargs,
-                )
+                raw = run_in_token_order(texts, lengths, self._batch_size, encode)
         except Exception as exc:
             raise ModelError(f"embedding model {self._model_id!r} failed: {exc}") from exc
         vectors = np.asarray(raw, dtype=np.float32)

@@ -21,12 +21,19 @@ import numpy.typing as npt
 from hybridsearch.errors import InvalidInputError, ModelError
 from hybridsearch.models.backend import DEFAULT_BACKEND, BackendName, InferenceBackend
 from hybridsearch.models.base import ModelRunner, load_sentence_transformers_model
+from hybridsearch.models.batching import run_in_token_order
 from hybridsearch.models.resolve import SharedModels
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
 ENV_VAR = "HYBRIDSEARCH_RERANKER_MODEL"
+#: Tokens of a (query, passage) pair the cross-encoder reads by default (a model's own
+#: limit, if lower, still applies). The default chunks (200 estimated tokens) make SciFact
+#: pairs of 179 tokens at the median and 247 at p99: 256 cuts 0.6 % of pairs, each by a few
+#: tokens, while a user's longer chunks no longer cost up to 512 tokens a pair
+#: (bench/rerank_length.py; bench/NOTES.md, "Models on CPU").
+DEFAULT_MAX_LENGTH = 256
 
 
 def _load(
@@ -64,7 +71,7 @@ class Reranker(ModelRunner["CrossEncoder"]):
         *,
         device: str = "cpu",
         batch_size: int = 32,
-        max_length: int | None = 512,
+        max_length: int | None = DEFAULT_MAX_LENGTH,
         torch_threads: int | None = None,
         backend: BackendName | str = DEFAULT_BACKEND,
         onnx_cache_dir: str | Path | None = None,
@@ -101,16 +108,21 @@ class Reranker(ModelRunner["CrossEncoder"]):
             return np.empty(0, dtype=np.float32)
         pairs = [(query, passage) for passage in items]
         max_length = self._effective_max_length(model)
+
+        def predict(batch: list[tuple[str, str]]) -> npt.NDArray[np.float32]:
+            raw = model.predict(
+                batch,
+                batch_size=len(batch),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                processing_kwargs={"text": {"max_length": max_length}} if max_length else None,
+            )
+            return np.asarray(raw, dtype=np.float32).reshape(len(batch), -1)
+
         try:
+            lengths = self._token_lengths(model, query, items, max_length)
             with self._cores():
-                raw = model.predict(
-                    pairs,
-                    batch_size=self._batch_size,
-                    show_progress_bar=False,
-                    convert_to_numpy=True,
-                    processing_kwargs={"text": {"max_length": max_length}} if max_length else None,
-                )
-            scores = np.asarray(raw, dtype=np.float32).reshape(-1)
+                scores = run_in_token_order(pairs, lengths, self._batch_size, predict).reshape(-1)
         except Exception as exc:
             raise ModelError(f"reranker {self._model_id!r} failed: {exc}") from exc
         if scores.shape != (len(items),):
@@ -121,6 +133,20 @@ class Reranker(ModelRunner["CrossEncoder"]):
         if not np.isfinite(scores).all():
             raise ModelError(f"reranker {self._model_id!r} returned NaN or infinite scores")
         return scores
+
+    def _token_lengths(
+        self, model: CrossEncoder, query: str, passages: list[str], max_length: int | None
+    ) -> list[int]:
+        """Tokens per (query, passage) pair as the model will see it."""
+        if len(passages) <= self._batch_size:
+            return [0] * len(passages)  # one batch: its order does not matter
+        encoded = model.tokenizer(
+            [query] * len(passages),
+            passages,
+            truncation=max_length is not None,
+            max_length=max_length,
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def _effective_max_length(self, model: CrossEncoder) -> int | None:
         """``max_length``, capped at the model's own limit so positions never overflow."""

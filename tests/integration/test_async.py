@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -23,6 +24,7 @@ from hybridsearch import (
     Settings,
 )
 from hybridsearch.models.embedder import Embedder
+from tests.model_fixtures import minilm_path
 
 T = TypeVar("T")
 
@@ -68,6 +70,27 @@ def test_model_load_is_a_stage_of_its_own(settings: Settings, indexed: str) -> N
     assert set(second.timings_ms) == {"embed", "candidates", "rerank", "total"}
     assert first.timings_ms["total"] >= first.timings_ms["load"] + first.timings_ms["embed"]
     assert [h.chunk_id for h in first.results] == [h.chunk_id for h in second.results]
+
+
+def test_first_reranked_search_loads_both_models_in_the_load_stage(
+    settings: Settings, indexed: str, tmp_path: Path
+) -> None:
+    """A one-shot search loads its embedder and reranker side by side, as one "load"
+    stage; a reranker that cannot load still leaves the fused order, with the reason."""
+    from sentence_transformers import CrossEncoder
+
+    folder = tmp_path / "cross-encoder"
+    CrossEncoder(str(minilm_path()), num_labels=1).save_pretrained(str(folder))
+    with HybridSearch(settings, reranker=str(folder)) as fresh:
+        assert fresh.reranker is not None and not fresh.reranker.loaded
+        first = fresh.search(indexed, "which animal purrs", top_n=2)
+        assert fresh.reranker.loaded and first.reranked
+        second = fresh.search(indexed, "which animal purrs", top_n=2)
+    assert "load" in first.timings_ms and "load" not in second.timings_ms
+    with HybridSearch(settings, reranker=str(tmp_path / "no-such-model")) as broken:
+        result = broken.search(indexed, "which animal purrs", top_n=2)
+    assert not result.reranked and result.note is not None and "no-such-model" in result.note
+    assert "load" in result.timings_ms and len(result.results) == 2
 
 
 def test_collections_round_trip_with_the_sync_api(
