@@ -48,11 +48,13 @@ from hybridsearch import HybridSearch, Settings
 from hybridsearch.eval.beir import load_qrels, load_queries
 from hybridsearch.eval.metrics import evaluate
 from hybridsearch.models.reranker import Reranker
+from hybridsearch.search import rerank_order
 
 DATA = REPO.parent / "shared" / "data" / "scifact"
 LENGTHS = (64, 128, 192, 256, 320, 384, 512)
 BATCHES = (8, 16, 32)
 TOP_K = 50
+DEPTHS = (5, 10, 20, 30, 40, 50)
 TRAINED_ON = 600
 
 
@@ -92,6 +94,14 @@ def _timing_model() -> str:
     return str(folder)
 
 
+def _ranked(doc_ids: list[str]) -> dict[str, float]:
+    """A run from an ordered list of documents, each at its first (best) place."""
+    run: dict[str, float] = {}
+    for i, doc in enumerate(doc_ids):
+        run.setdefault(doc, -float(i))
+    return run
+
+
 def _document_run(doc_ids: list[str], scores: np.ndarray) -> dict[str, float]:
     """Each document at its best chunk's score."""
     run: dict[str, float] = {}
@@ -125,20 +135,30 @@ def main() -> None:
             for hit in hits
         ]
     )
-    fused = {
-        qid: {h.document_id: -float(i) for i, h in enumerate(hits)}
-        for qid, hits in candidates.items()
-    }
+    fused = {qid: _ranked([h.document_id for h in hits]) for qid, hits in candidates.items()}
     quality: dict[str, float] = {"fused": evaluate(qrels, fused, ["ndcg@10"])["ndcg@10"]}
+    scores: dict[int, dict[str, np.ndarray]] = {}
     for n, reranker in rerankers.items():
+        scores[n] = {
+            qid: reranker.score(queries[qid], [h.text for h in hits])
+            for qid, hits in candidates.items()
+        }
         run = {
-            qid: _document_run(
-                [h.document_id for h in hits],
-                reranker.score(queries[qid], [h.text for h in hits]),
-            )
+            qid: _document_run([h.document_id for h in hits], scores[n][qid])
             for qid, hits in candidates.items()
         }
         quality[str(n)] = evaluate(qrels, run, ["ndcg@10"])["ndcg@10"]
+    # Depth: the first D fused candidates reranked, the rest after them in fused order.
+    longest = scores[max(scores)]
+    by_depth = {}
+    for depth in DEPTHS:
+        run = {
+            qid: _ranked(
+                rerank_order([h.document_id for h in hits], longest[qid][:depth].tolist(), depth)
+            )
+            for qid, hits in candidates.items()
+        }
+        by_depth[str(depth)] = evaluate(qrels, run, ["ndcg@10"])["ndcg@10"]
     timed = [
         (queries[q], [h.text for h in candidates[q]])
         for q in list(candidates)[: args.latency_queries]
@@ -159,6 +179,7 @@ def main() -> None:
         "pair_tokens": {f"p{q}": float(np.percentile(lengths, q)) for q in (50, 90, 99, 100)},
         "truncated_share": {str(n): float((lengths > n).mean()) for n in LENGTHS},
         "ndcg@10": quality,
+        "ndcg@10_by_depth": by_depth,
         "rerank_ms": {k: summary(v) for k, v in samples.items()},
     }
     print(
@@ -176,9 +197,13 @@ def main() -> None:
     print("|---:|---:|---:|" + "---:|" * len(BATCHES))
     for n in LENGTHS:
         times = " | ".join(f"{figures['rerank_ms'][f'{n}/{b}']['p50']:.0f}" for b in BATCHES)
-        print(
-            f"| {n} | {figures['truncated_share'][str(n)]:.3f} | {quality[str(n)]:.4f} | {times} |"
-        )
+        ndcg = f"{quality[str(n)]:.4f}" if str(n) in quality else "-"
+        print(f"| {n} | {figures['truncated_share'][str(n)]:.3f} | {ndcg} | {times} |")
+    print()
+    print(
+        f"rerank depth (reranker at {max(scores)} tokens): nDCG@10 "
+        + ", ".join(f"{d} {v:.4f}" for d, v in by_depth.items())
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 ENV_VAR = "HYBRIDSEARCH_EMBEDDING_MODEL"
+#: Texts per forward pass. Sorted by tokens, 301 SciFact chunks embedded in 3.36 s in
+#: batches of 16 against 3.54 s in 32 and 3.51 s in 8 (int8, 2 threads).
+DEFAULT_BATCH_SIZE = 16
 
 
 def _load(
@@ -64,7 +67,7 @@ class Embedder(ModelRunner["SentenceTransformer"]):
         device: str = "cpu",
         query_prompt: str | None = None,
         document_prompt: str | None = None,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_length: int | None = None,
         normalize: bool = True,
         torch_threads: int | None = None,
