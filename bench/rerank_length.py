@@ -81,7 +81,7 @@ def _held_out(data: Path, n: int) -> tuple[dict[str, str], dict[str, dict[str, i
     return {q: queries[q] for q in chosen}, {q: qrels[q] for q in chosen}
 
 
-def _timing_model() -> str:
+def timing_model() -> str:
     """The packaged MiniLM with an untrained one-label head, saved once under /tmp."""
     from sentence_transformers import CrossEncoder
 
@@ -126,8 +126,8 @@ def main() -> None:
         }
     own_limit = Reranker(args.reranker).load().max_seq_length
     rerankers = {n: Reranker(args.reranker, max_length=n) for n in LENGTHS if n <= own_limit}
-    timing_model = _timing_model()
-    tokenizer = Reranker(timing_model).load().tokenizer
+    timing_model_path = timing_model()
+    tokenizer = Reranker(timing_model_path).load().tokenizer
     lengths = np.array(
         [
             len(tokenizer(queries[qid], hit.text, truncation=False)["input_ids"])
@@ -164,7 +164,7 @@ def main() -> None:
         for q in list(candidates)[: args.latency_queries]
     ]
     variants = {
-        f"{n}/{b}": Reranker(timing_model, max_length=n, batch_size=b).score
+        f"{n}/{b}": Reranker(timing_model_path, max_length=n, batch_size=b).score
         for n in LENGTHS
         for b in BATCHES
     }
@@ -174,7 +174,7 @@ def main() -> None:
     figures: dict[str, Any] = {
         "queries": len(queries),
         "pairs": int(lengths.size),
-        "backend": Reranker(timing_model).backend,
+        "backend": Reranker(timing_model_path).backend,
         "reranker_limit": own_limit,
         "pair_tokens": {f"p{q}": float(np.percentile(lengths, q)) for q in (50, 90, 99, 100)},
         "truncated_share": {str(n): float((lengths > n).mean()) for n in LENGTHS},

@@ -5,8 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-# Ingest is a batch job: let torch use every core (searches default to half of them).
-export HYBRIDSEARCH_TORCH_THREADS="${HYBRIDSEARCH_TORCH_THREADS:-$(nproc)}"
 hs=.venv/bin/hybridsearch
 
 data=../shared/data/scifact
@@ -28,7 +26,6 @@ if [ ! -f "$reranker/config.json" ]; then
         --steps 200 --max-length 64 --limit-queries 600 --negatives 1
 fi
 
-export HYBRIDSEARCH_TORCH_THREADS=1
 for query in \
     "0-dimensional biomaterials lack inductive properties" \
     "ALDH1 expression is associated with poorer prognosis for breast cancer" \
