@@ -62,7 +62,8 @@ class HashEmbedder(Embedder):
     """
 
     def __init__(self, dimensions: int) -> None:
-        super().__init__(f"{HASH_MODEL}-{dimensions}")
+        # No weights to export: it states its runtime, which the embedding cache keys by.
+        super().__init__(f"{HASH_MODEL}-{dimensions}", backend="torch")
         self._dimensions = dimensions
 
     @property

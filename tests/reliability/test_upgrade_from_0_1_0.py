@@ -138,7 +138,8 @@ def test_upgrade_from_0_1_0_with_data(
         # Meanwhile, on the other core: a fresh 0001 install, and the model loaded once for
         # this process (the current code's create_collection reads its dimension).
         migrate.upgrade(databases["v001"], "0001")
-        assert Embedder(Settings().embedding_model, torch_threads=1).dimensions > 0
+        embedder = Embedder(Settings().embedding_model, torch_threads=1, backend="torch")
+        assert embedder.dimensions > 0
     finally:
         released = finish_release_build(process, out_path, RELEASE_BUILD_TIMEOUT_S)
     assert Path(released["hybridsearch_file"]).is_relative_to(tree), released

@@ -175,7 +175,11 @@ def build(url: str, spec: dict[str, Any], data_dir: Path, *, embed_queries: bool
     from hybridsearch import CollectionSettings, Document, HybridSearch, Settings
     from hybridsearch.db import migrate
 
-    settings = Settings(database_url=url, data_dir=data_dir, torch_threads=1)
+    # fp32 torch in both codes (0.1.0's default; head's is int8), so that the head build
+    # reuses 0.1.0's embedding cache and the two databases compare vector for vector.
+    settings = Settings(
+        database_url=url, data_dir=data_dir, torch_threads=1, embedding_backend="torch"
+    )
     totals = {"added": 0, "updated": 0, "chunks": 0, "embedded": 0, "deleted": 0}
 
     def count(report: Any) -> None:
