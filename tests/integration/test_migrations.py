@@ -133,6 +133,7 @@ def test_revision_0002_changes_the_legs_return_type_both_ways(fresh_url: str) ->
     for signature, (_, v002) in LEGS.items():
         assert _result_columns(fresh_url, signature) == v002
     assert {"vector_topk", "keyword_topk"} <= set(_objects(fresh_url)["functions"])
+    migrate.upgrade(fresh_url, "head")
     status = migrate.schema_status(fresh_url)
     assert status.ready and status.drift is not None and not status.drift, status.problem
 
