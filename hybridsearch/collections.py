@@ -19,10 +19,14 @@ from hybridsearch.errors import (
 )
 from hybridsearch.params import (
     FUSION,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_M,
     KEYWORD_WEIGHT,
     RRF_K,
     VECTOR_WEIGHT,
     FusionMethod,
+    check_hnsw_build,
     check_weights,
 )
 from hybridsearch.text.chunking import check_chunk_budget
@@ -104,6 +108,12 @@ class CollectionSettings:
     #: recorded when it was created; None for collections created before it was kept
     model_choice: str | None = None
     calibration: Calibration | None = None
+    #: the HNSW index's build parameters (used when it is built or rebuilt)
+    hnsw_m: int = HNSW_M.default
+    hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION.default
+    #: what vector searches walk the graph with; None until hybridsearch.calibrate_ef_search
+    #: measures the index (then searches use HNSW_EF_SEARCH's default)
+    hnsw_ef_search: int | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CollectionSettings:
@@ -126,6 +136,9 @@ class CollectionSettings:
         check_chunk_budget(self.chunk_max_tokens, self.chunk_overlap_tokens)
         FUSION.check(self.fusion)
         RRF_K.check(self.rrf_k)
+        check_hnsw_build(self.hnsw_m, self.hnsw_ef_construction)
+        if self.hnsw_ef_search is not None:
+            HNSW_EF_SEARCH.check(self.hnsw_ef_search)
         check_weights(
             VECTOR_WEIGHT.default
             if self.vector_weight is None

@@ -229,6 +229,36 @@ Default 1: the legs count equally."""
 KEYWORD_WEIGHT = FloatRange("keyword_weight", 1.0, 0.0, 1e6, "weight of the keyword leg")
 """Bounded as :data:`VECTOR_WEIGHT`, and not 0 together with it."""
 
+HNSW_M = IntRange("hnsw_m", 16, 2, 100, "HNSW graph links per node (index build)")
+"""pgvector's bounds (2 to 100) and default (16). More links make a graph that finds more
+true neighbours at the same ef_search, at the cost of a larger index and a slower build."""
+
+HNSW_EF_CONSTRUCTION = IntRange(
+    "hnsw_ef_construction", 64, 4, 1000, "HNSW candidates per insert (index build)"
+)
+"""pgvector's bounds (4 to 1000) and default (64); it must be at least twice ``hnsw_m``.
+The build's effort: a larger value builds a better graph, in proportionally more time."""
+
+HNSW_EF_SEARCH = IntRange(
+    "hnsw_ef_search", 200, 1, 1000, "HNSW candidates a vector search walks (before TopK)"
+)
+"""What the vector leg sets pgvector's ``hnsw.ef_search`` to, raised to TopK where TopK is
+larger (pgvector returns at most ef_search rows). ``hybridsearch.calibrate_ef_search``
+sets it per collection after an index build, to the smallest value whose measured
+recall@10 reaches its target; 200 until then. pgvector caps it at 1000."""
+
+
+def check_hnsw_build(m: int, ef_construction: int) -> None:
+    """InvalidInputError unless both are within bounds and ``ef_construction >= 2 m``."""
+    HNSW_M.check(m)
+    HNSW_EF_CONSTRUCTION.check(ef_construction)
+    if ef_construction < 2 * m:
+        raise InvalidInputError(
+            f"hnsw_ef_construction ({ef_construction}) must be at least twice hnsw_m ({m}),"
+            " as pgvector requires; raise hnsw_ef_construction or lower hnsw_m"
+        )
+
+
 RANGES: tuple[IntRange[int | None] | FloatRange, ...] = (
     TOP_K,
     TOP_N,
@@ -238,6 +268,9 @@ RANGES: tuple[IntRange[int | None] | FloatRange, ...] = (
     KEYWORD_WEIGHT,
 )
 """Every bounded search parameter."""
+
+HNSW_RANGES: tuple[IntRange[int], ...] = (HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH)
+"""A collection's HNSW parameters (its settings; ``hybridsearch.hnsw_settings`` in SQL)."""
 
 CHOICES: tuple[Choice[FusionMethod] | Choice[Mode], ...] = (MODE, FUSION)
 """Every named-choice search parameter."""

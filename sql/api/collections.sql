@@ -138,14 +138,17 @@ AS $$
                || s.method
     FROM hybridsearch.collections c
     CROSS JOIN LATERAL (SELECT 'chunks_' || c.collection_id AS partition) p
+    CROSS JOIN LATERAL hybridsearch.hnsw_settings(c.settings) AS h
     CROSS JOIN LATERAL (VALUES
         ('_embedding_idx',
-         format('USING hnsw ((embedding::vector(%s)) %s)', c.dimensions,
+         format('USING hnsw ((embedding::vector(%s)) %s) WITH (m = %s, ef_construction = %s)',
+                c.dimensions,
                 CASE c.distance
                     WHEN 'cosine' THEN 'vector_cosine_ops'
                     WHEN 'l2' THEN 'vector_l2_ops'
                     WHEN 'inner_product' THEN 'vector_ip_ops'
-                END)),
+                END,
+                h.m, h.ef_construction)),
         ('_fts_idx', 'USING gin (fts)'),
         -- No pending list: a keyword search makes one lookup per impact tier, and each
         -- lookup would scan the whole unmerged pending list.

@@ -44,9 +44,10 @@ $$;
 -- Unfiltered, and for filters the planner expects to keep many chunks (below), it reads
 -- the collection's HNSW index with an iterative scan, so filters still yield K rows.
 -- Invariants: ef_search >= p_top_k (pgvector returns at most ef_search rows), and at
--- least 200, well above pgvector's default of 40: recall@10 against exact search depends
--- on the build of the graph, and 200 held it at 0.97 or more on the 1M-chunk bench builds
--- for a fraction of a millisecond (figures in bench/NOTES.md). The scan is relaxed-order,
+-- least the collection's own ef_search (hnsw_settings): recall@10 against exact search
+-- depends on the build of the graph, so calibrate_ef_search measures it on the
+-- collection's index after a build and keeps the smallest value that reaches its target
+-- (200 until then, well above pgvector's default of 40). The scan is relaxed-order,
 -- since this function sorts what it returns; that keeps more of the exact filtered top K
 -- than strict order, at the same speed.
 --
@@ -151,7 +152,11 @@ BEGIN
         END IF;
     END IF;
 
-    PERFORM set_config('hnsw.ef_search', greatest(200, p_top_k)::text, true);
+    PERFORM set_config('hnsw.ef_search',
+                       greatest((SELECT h.ef_search
+                                 FROM hybridsearch.hnsw_settings(v_collection.settings) AS h),
+                                p_top_k)::text,
+                       true);
     -- The inner ORDER BY ... LIMIT is the shape pgvector's index scan needs; the outer
     -- query sorts the relaxed-order scan and breaks distance ties by chunk_id so results
     -- are deterministic.
