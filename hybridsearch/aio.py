@@ -30,6 +30,7 @@ from hybridsearch.collections import (
     CollectionSettings,
     CollectionStats,
     Distance,
+    EfSearchStep,
     validate_name,
 )
 from hybridsearch.config import Settings
@@ -225,6 +226,34 @@ class AsyncHybridSearch:
         updated = replace(current.settings, **changes).checked()
         async with checkout(self._pool) as conn:
             return await store_async.update_settings(conn, name, updated)
+
+    async def rebuild_vector_index(
+        self, name: str, *, m: int | None = None, ef_construction: int | None = None
+    ) -> Collection:
+        """Build the collection's HNSW index again, with new build parameters where given
+        (stored in its settings first), and calibrate the ef_search its searches walk
+        with (``hybridsearch.calibrate_ef_search``). Writes wait for the build, and
+        searches of the collection wait for it to commit."""
+        changes = {
+            key: value
+            for key, value in (("hnsw_m", m), ("hnsw_ef_construction", ef_construction))
+            if value is not None
+        }
+        if changes:
+            await self.update_collection_settings(name, **changes)
+        async with checkout(self._pool) as conn:
+            await store_async.rebuild_vector_index(conn, name)
+        return await self.get_collection(name)
+
+    async def calibrate_vector_index(
+        self, name: str, *, target_recall: float | None = None, queries: int | None = None
+    ) -> list[EfSearchStep]:
+        """Measure the recall@10 of the collection's HNSW index against exact search at
+        increasing ef_search, and keep the smallest that reaches ``target_recall`` (0.98
+        by default) for its searches; every value tried, the kept one last. Index builds
+        do this by themselves; run it again after the collection has grown a lot."""
+        async with checkout(self._pool) as conn:
+            return await store_async.calibrate_ef_search(conn, name, target_recall, queries)
 
     async def drop_collection(self, name: str) -> bool:
         async with checkout(self._pool) as conn:

@@ -31,6 +31,7 @@ from hybridsearch.collections import (
     CollectionSettings,
     CollectionStats,
     Distance,
+    EfSearchStep,
     validate_name,
 )
 from hybridsearch.config import Settings
@@ -193,6 +194,34 @@ class HybridSearch:
         updated = replace(current.settings, **changes).checked()
         with checkout(self._pool) as conn:
             return store.update_settings(conn, name, updated)
+
+    def rebuild_vector_index(
+        self, name: str, *, m: int | None = None, ef_construction: int | None = None
+    ) -> Collection:
+        """Build the collection's HNSW index again, with new build parameters where given
+        (stored in its settings first), and calibrate the ef_search its searches walk
+        with (``hybridsearch.calibrate_ef_search``). Writes wait for the build, and
+        searches of the collection wait for it to commit."""
+        changes = {
+            key: value
+            for key, value in (("hnsw_m", m), ("hnsw_ef_construction", ef_construction))
+            if value is not None
+        }
+        if changes:
+            self.update_collection_settings(name, **changes)
+        with checkout(self._pool) as conn:
+            store.rebuild_vector_index(conn, name)
+        return self.get_collection(name)
+
+    def calibrate_vector_index(
+        self, name: str, *, target_recall: float | None = None, queries: int | None = None
+    ) -> list[EfSearchStep]:
+        """Measure the recall@10 of the collection's HNSW index against exact search at
+        increasing ef_search, and keep the smallest that reaches ``target_recall`` (0.98
+        by default) for its searches; every value tried, the kept one last. Index builds
+        do this by themselves; run it again after the collection has grown a lot."""
+        with checkout(self._pool) as conn:
+            return store.calibrate_ef_search(conn, name, target_recall, queries)
 
     def drop_collection(self, name: str) -> bool:
         with checkout(self._pool) as conn:

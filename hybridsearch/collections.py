@@ -68,6 +68,25 @@ UPDATE_SETTINGS_SQL = """
     CROSS JOIN LATERAL hybridsearch.fusion_defaults(u.settings) AS d
 """
 DROP_COLLECTION_SQL = "SELECT hybridsearch.drop_collection(%s)"
+# The HNSW index (sql/api/vector_index.sql).
+REBUILD_VECTOR_INDEX_SQL = "SELECT hybridsearch.rebuild_vector_index(%s)"
+
+
+def calibrate_ef_search_sql(
+    name: str, target_recall: float | None, queries: int | None
+) -> tuple[sql.Composed, list[Any]]:
+    """The call of ``hybridsearch.calibrate_ef_search`` and its parameters; an argument
+    left None is not passed, so the SQL function's default (its one source) applies."""
+    arguments: list[sql.Composable] = [sql.SQL("%s")]
+    params: list[Any] = [name]
+    for keyword, value in (("p_target_recall", target_recall), ("p_queries", queries)):
+        if value is not None:
+            arguments.append(sql.SQL("{} => %s").format(sql.Identifier(keyword)))
+            params.append(value)
+    query = sql.SQL(
+        "SELECT ef_search, recall, mean_ms, chosen FROM hybridsearch.calibrate_ef_search({})"
+    ).format(sql.SQL(", ").join(arguments))
+    return query, params
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,18 @@ class CollectionSettings:
             else KEYWORD_WEIGHT.check(self.keyword_weight),
         )
         return self
+
+
+@dataclass(frozen=True)
+class EfSearchStep:
+    """One ef_search value ``hybridsearch.calibrate_ef_search`` tried on a collection's
+    HNSW index: the recall@10 it reached against exact search, the mean time of one of
+    its queries, and whether it is the value kept."""
+
+    ef_search: int
+    recall: float
+    mean_ms: float
+    chosen: bool
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from hybridsearch.collections import (
     CollectionSettings,
     CollectionStats,
     Distance,
+    EfSearchStep,
 )
 from hybridsearch.db.connection import Connection
 from hybridsearch.errors import EmbeddingError, from_database_error
@@ -136,6 +137,31 @@ def update_settings(conn: Connection, name: str, settings: CollectionSettings) -
     if row is None:
         raise collections_db.not_found_error(name)
     return collections_db.collection_from_row(row)
+
+
+def rebuild_vector_index(conn: Connection, name: str) -> int:
+    """Build the collection's HNSW index again with its settings' parameters; the
+    ef_search it was calibrated to."""
+    collections_db.check_lookup_name(name)
+    query = collections_db.REBUILD_VECTOR_INDEX_SQL
+    row = _fetch_one(conn, query, (name,), f"rebuild the vector index of {name!r}")
+    assert row is not None  # a function call returns one row
+    return int(row["rebuild_vector_index"])
+
+
+def calibrate_ef_search(
+    conn: Connection, name: str, target_recall: float | None, queries: int | None
+) -> list[EfSearchStep]:
+    """Measure the collection's HNSW recall and keep the ef_search that reaches the target."""
+    collections_db.check_lookup_name(name)
+    query, params = collections_db.calibrate_ef_search_sql(name, target_recall, queries)
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"calibrate the vector index of {name!r}") from exc
+    return [EfSearchStep(*row) for row in rows]
 
 
 def chunk_count(conn: Connection, collection: Collection) -> int:

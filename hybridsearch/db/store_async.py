@@ -40,6 +40,7 @@ from hybridsearch.collections import (
     CollectionSettings,
     CollectionStats,
     Distance,
+    EfSearchStep,
 )
 from hybridsearch.db.connection_async import AsyncConnection
 from hybridsearch.errors import EmbeddingError, from_database_error
@@ -137,6 +138,31 @@ async def update_settings(
     if row is None:
         raise collections_db.not_found_error(name)
     return collections_db.collection_from_row(row)
+
+
+async def rebuild_vector_index(conn: AsyncConnection, name: str) -> int:
+    """Build the collection's HNSW index again with its settings' parameters; the
+    ef_search it was calibrated to."""
+    collections_db.check_lookup_name(name)
+    query = collections_db.REBUILD_VECTOR_INDEX_SQL
+    row = await _fetch_one(conn, query, (name,), f"rebuild the vector index of {name!r}")
+    assert row is not None  # a function call returns one row
+    return int(row["rebuild_vector_index"])
+
+
+async def calibrate_ef_search(
+    conn: AsyncConnection, name: str, target_recall: float | None, queries: int | None
+) -> list[EfSearchStep]:
+    """Measure the collection's HNSW recall and keep the ef_search that reaches the target."""
+    collections_db.check_lookup_name(name)
+    query, params = collections_db.calibrate_ef_search_sql(name, target_recall, queries)
+    try:
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+    except psycopg.Error as exc:
+        raise from_database_error(exc, f"calibrate the vector index of {name!r}") from exc
+    return [EfSearchStep(*row) for row in rows]
 
 
 async def chunk_count(conn: AsyncConnection, collection: Collection) -> int:

@@ -159,7 +159,9 @@ AS $$
 $$;
 
 -- Create whichever of a collection's search indexes are missing; how many were built.
--- Idempotent: run it after a bulk load, or again after one that was interrupted.
+-- Idempotent: run it after a bulk load, or again after one that was interrupted. A new
+-- HNSW index gets its ef_search calibrated (hybridsearch.calibrate_ef_search, on 50
+-- queries: a few percent of the build's time), since what it reaches depends on the build.
 CREATE OR REPLACE FUNCTION hybridsearch.create_chunk_indexes(p_name text)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -167,6 +169,7 @@ AS $$
 DECLARE
     v_index record;
     v_built integer := 0;
+    v_new_graph boolean := false;
 BEGIN
     PERFORM hybridsearch.get_collection(p_name);  -- raises for an unknown name
     FOR v_index IN
@@ -174,7 +177,11 @@ BEGIN
     LOOP
         EXECUTE v_index.definition;
         v_built := v_built + 1;
+        v_new_graph := v_new_graph OR v_index.index_name LIKE '%\_embedding\_idx';
     END LOOP;
+    IF v_new_graph THEN
+        PERFORM hybridsearch.calibrate_ef_search(p_name, p_queries => 50);
+    END IF;
     RETURN v_built;
 END;
 $$;

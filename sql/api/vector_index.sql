@@ -22,12 +22,12 @@ AS $$
 $$;
 
 -- Drop and build again a collection's HNSW index, with the parameters its settings name
--- now (change them first with hybridsearch.collections.settings or the Python API), then
--- calibrate its ef_search. Writes to the collection wait for the build; searches of it
--- wait for the transaction to commit, as for any DROP INDEX. Returns the calibration.
+-- now (change them first in hybridsearch.collections.settings or through the Python
+-- API); create_chunk_indexes then calibrates its ef_search. Writes to the collection wait
+-- for the build; searches of it wait for the transaction to commit, as for any DROP
+-- INDEX. Returns the ef_search the collection now searches with.
 CREATE OR REPLACE FUNCTION hybridsearch.rebuild_vector_index(p_name text)
-RETURNS TABLE (ef_search integer, recall double precision, mean_ms double precision,
-               chosen boolean)
+RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $$
 DECLARE
@@ -36,7 +36,10 @@ BEGIN
     EXECUTE format('DROP INDEX IF EXISTS hybridsearch.%I',
                    'chunks_' || v_collection.collection_id || '_embedding_idx');
     PERFORM hybridsearch.create_chunk_indexes(p_name);
-    RETURN QUERY SELECT * FROM hybridsearch.calibrate_ef_search(p_name);
+    RETURN (SELECT h.ef_search
+            FROM hybridsearch.collections AS c,
+                 hybridsearch.hnsw_settings(c.settings) AS h
+            WHERE c.collection_id = v_collection.collection_id);
 END;
 $$;
 

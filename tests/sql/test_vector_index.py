@@ -148,11 +148,23 @@ def test_rebuild_takes_new_parameters_and_keeps_every_chunk(sql_conn: psycopg.Co
         "UPDATE hybridsearch.collections SET settings = settings || %s WHERE name = %s",
         (Jsonb({"hnsw_m": 12, "hnsw_ef_construction": 48}), name),
     )
-    calibration = sql_conn.execute(
-        "SELECT * FROM hybridsearch.rebuild_vector_index(%s)", (name,)
-    ).fetchall()
+    sql_conn.execute(
+        "UPDATE hybridsearch.collections SET settings = settings - 'hnsw_ef_search'"
+        " WHERE name = %s",
+        (name,),
+    )
+    ef_search = sql_conn.execute("SELECT hybridsearch.rebuild_vector_index(%s)", (name,)).fetchone()
     assert _index_options(sql_conn, name) == {"m": "12", "ef_construction": "48"}
-    assert calibration and calibration[-1][3]  # calibrated after the build
+    # calibrated after the build
+    assert (
+        ef_search
+        == sql_conn.execute(
+            "SELECT (settings ->> 'hnsw_ef_search')::integer FROM hybridsearch.collections"
+            " WHERE name = %s",
+            (name,),
+        ).fetchone()
+    )
+    assert ef_search is not None and ef_search[0] is not None
     after = sql_conn.execute(
         "SELECT count(*) FROM hybridsearch.chunks c JOIN hybridsearch.collections k"
         " USING (collection_id) WHERE k.name = %s",
