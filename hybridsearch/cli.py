@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hybridsearch.collections import CollectionSettings
 from hybridsearch.errors import HybridSearchError
 from hybridsearch.eval.cli import register_eval_commands
+from hybridsearch.keys_cli import register_keys_commands
 from hybridsearch.models.picker import SAMPLE_DOCUMENTS
 from hybridsearch.params import (
     FUSION,
@@ -491,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--negatives", type=_positive_int, default=3)
     reranker.set_defaults(func=cmd_reranker)
     register_serve_command(sub)
+    register_keys_commands(sub)
     register_eval_commands(sub)
     return parser
 

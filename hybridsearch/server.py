@@ -7,10 +7,14 @@ feeds :func:`hybridsearch.eval.pipeline.evaluate_pipeline` for the eval route.
 Every error has one JSON shape, ``{"error": ..., "detail": ...}``, and client mistakes
 are 4xx: hybridsearch errors map by class (:data:`ERROR_STATUS`) and request validation
 is 422 with the offending fields named in ``detail``.
+
+Every route but ``/health`` needs an API key once one exists (401 without a valid one,
+403 when it lacks the scope, collection or tenant): see :mod:`hybridsearch.server_auth`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +29,7 @@ from starlette.exceptions import HTTPException
 from hybridsearch.client import HybridSearch
 from hybridsearch.collections import Collection, CollectionStats
 from hybridsearch.config import Settings
-from hybridsearch.db import migrate
+from hybridsearch.db import connection, migrate
 from hybridsearch.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -37,9 +41,26 @@ from hybridsearch.errors import (
 )
 from hybridsearch.eval.pipeline import evaluate_pipeline
 from hybridsearch.ingest import Document, IngestReport
+from hybridsearch.keys import (
+    AuthenticationError,
+    KeyNotFoundError,
+    PermissionDeniedError,
+    create_key,
+    list_keys,
+    revoke_key,
+)
+from hybridsearch.server_auth import (
+    Access,
+    Authenticator,
+    GuardMiddleware,
+    need,
+    need_collection,
+)
 from hybridsearch.server_models import (
     CollectionName,
     CreateCollectionBody,
+    CreatedKeyBody,
+    CreateKeyBody,
     DeleteBody,
     DeleteResponse,
     ErrorBody,
@@ -47,13 +68,21 @@ from hybridsearch.server_models import (
     EvalResponse,
     Health,
     IngestBody,
+    KeyBody,
+    KeyId,
     SearchBody,
     SearchResponse,
 )
+from hybridsearch.server_options import ServerOptions
+
+log = logging.getLogger("hybridsearch.server")
 
 # Most specific first: the first class an error is an instance of decides its status.
 ERROR_STATUS: tuple[tuple[type[HybridSearchError], int], ...] = (
+    (AuthenticationError, status.HTTP_401_UNAUTHORIZED),
+    (PermissionDeniedError, status.HTTP_403_FORBIDDEN),
     (CollectionNotFoundError, status.HTTP_404_NOT_FOUND),
+    (KeyNotFoundError, status.HTTP_404_NOT_FOUND),
     (CollectionExistsError, status.HTTP_409_CONFLICT),
     (InvalidInputError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (QueryTimeoutError, status.HTTP_504_GATEWAY_TIMEOUT),
@@ -66,7 +95,7 @@ ERROR_STATUS: tuple[tuple[type[HybridSearchError], int], ...] = (
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody} for code in (*codes, 422, 503)}
+    return {code: {"model": ErrorBody} for code in sorted({*codes, 401, 403, 413, 422, 503})}
 
 
 def _error_response(status_code: int, exc: Exception) -> JSONResponse:
@@ -95,6 +124,11 @@ def _client(request: Request) -> HybridSearch:
 
 
 Client = Annotated[HybridSearch, Depends(_client)]
+Reader = Annotated[Access, Depends(need("search"))]
+Admin = Annotated[Access, Depends(need("admin"))]
+CollectionReader = Annotated[Access, Depends(need_collection("search"))]
+CollectionWriter = Annotated[Access, Depends(need_collection("write"))]
+CollectionAdmin = Annotated[Access, Depends(need_collection("admin"))]
 
 
 def _check_model(model: str | None, settings: Settings) -> str | None:
@@ -109,17 +143,38 @@ def _check_model(model: str | None, settings: Settings) -> str | None:
     return model
 
 
-def create_app(settings: Settings | None = None, *, reranker: str | None = None) -> FastAPI:
-    """The FastAPI app; its client opens at startup and closes at shutdown."""
+def _key_admin(access: Access) -> None:
+    access.check_every_collection("managing keys")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    reranker: str | None = None,
+    options: ServerOptions | None = None,
+) -> FastAPI:
+    """The FastAPI app; its client and its key checker open at startup, close at shutdown."""
     settings = settings or Settings.from_env()
+    options = options or ServerOptions.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = HybridSearch(settings, reranker=reranker)
         app.state.client = client
+        # A pool of its own, so checking a key never waits behind a search's connection.
+        pool = connection.open_pool(client.url, max_size=settings.pool_size)
+        authenticator = Authenticator(pool, require_auth=options.require_auth)
+        app.state.authenticator = authenticator
+        if options.insecure and not authenticator.enforcing():
+            log.warning(
+                "serving WITHOUT authentication (--insecure): anyone who can reach this "
+                "server can read, change and drop every collection; create a key with "
+                "`hybridsearch keys create --scope admin` to require keys"
+            )
         try:
             yield
         finally:
+            pool.close()
             client.close()
 
     app = FastAPI(
@@ -128,6 +183,7 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.add_middleware(GuardMiddleware, max_body_bytes=options.max_body_bytes)
 
     @app.exception_handler(HybridSearchError)
     async def _on_error(request: Request, exc: HybridSearchError) -> JSONResponse:
@@ -140,7 +196,8 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
 
     @app.exception_handler(HTTPException)
     async def _on_http(request: Request, exc: HTTPException) -> JSONResponse:
-        body = ErrorBody(error="HTTPError", detail=str(exc.detail))
+        name = "HTTPError" if type(exc) is HTTPException else type(exc).__name__
+        body = ErrorBody(error=name, detail=str(exc.detail))
         return JSONResponse(body.model_dump(), status_code=exc.status_code)
 
     @app.get("/health", tags=["service"])
@@ -148,8 +205,8 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
         """Liveness: the process answers (does not touch the database)."""
         return Health(status="ok")
 
-    @app.get("/ready", tags=["service"], responses={503: {"model": ErrorBody}})
-    def ready(hs: Client) -> Health:
+    @app.get("/ready", tags=["service"], responses=_errors())
+    def ready(hs: Client, _: Reader) -> Health:
         """Readiness: the database answers, its schema is at this code's revision and its
         functions are this package's."""
         try:
@@ -161,8 +218,9 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
         return Health(status="ready", revision=schema.revision)
 
     @app.get("/collections", tags=["collections"], responses=_errors())
-    def list_collections(hs: Client) -> list[CollectionStats]:
-        return hs.list_collections()
+    def list_collections(hs: Client, access: Reader) -> list[CollectionStats]:
+        """The collections the key may use."""
+        return [c for c in hs.list_collections() if access.allows(c.name)]
 
     @app.post(
         "/collections",
@@ -170,8 +228,9 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
         status_code=status.HTTP_201_CREATED,
         responses=_errors(409),
     )
-    def create_collection(body: CreateCollectionBody, hs: Client) -> Collection:
+    def create_collection(body: CreateCollectionBody, hs: Client, access: Admin) -> Collection:
         """Create a collection; its dimension comes from the embedding model."""
+        access.check_collection(body.name)
         model = _check_model(body.model, settings)
         try:
             return hs.create_collection(
@@ -190,7 +249,7 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
             raise InvalidInputError(str(exc)) from exc
 
     @app.get("/collections/{name}", tags=["collections"], responses=_errors(404))
-    def get_collection(name: CollectionName, hs: Client) -> Collection:
+    def get_collection(name: CollectionName, hs: Client, _: CollectionReader) -> Collection:
         return hs.get_collection(name)
 
     @app.delete(
@@ -199,21 +258,27 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
         status_code=status.HTTP_204_NO_CONTENT,
         responses=_errors(404),
     )
-    def drop_collection(name: CollectionName, hs: Client) -> None:
+    def drop_collection(name: CollectionName, hs: Client, _: CollectionAdmin) -> None:
         """Drop a collection with all its documents and chunks."""
         if not hs.drop_collection(name):
             raise CollectionNotFoundError(f"collection {name!r} does not exist")
 
     @app.post("/collections/{name}/documents", tags=["documents"], responses=_errors(404))
-    def add_documents(name: CollectionName, body: IngestBody, hs: Client) -> IngestReport:
+    def add_documents(
+        name: CollectionName, body: IngestBody, hs: Client, access: CollectionWriter
+    ) -> IngestReport:
         """Add or replace documents; unchanged ones (same content hash) are skipped."""
+        tenant = access.tenant_for(body.tenant) or ""
         documents = [Document(d.id, d.text, d.metadata) for d in body.documents]
-        return hs.add_documents(name, documents, batch_size=body.batch_size)
+        return hs.add_documents(name, documents, batch_size=body.batch_size, tenant=tenant)
 
     @app.post("/collections/{name}/documents/delete", tags=["documents"], responses=_errors(404))
-    def delete_documents(name: CollectionName, body: DeleteBody, hs: Client) -> DeleteResponse:
+    def delete_documents(
+        name: CollectionName, body: DeleteBody, hs: Client, access: CollectionWriter
+    ) -> DeleteResponse:
         """Delete documents and their chunks by id."""
-        return DeleteResponse(deleted=hs.delete_documents(name, body.ids))
+        tenant = access.tenant_for(body.tenant) or ""
+        return DeleteResponse(deleted=hs.delete_documents(name, body.ids, tenant=tenant))
 
     @app.post(
         "/collections/{name}/search",
@@ -221,8 +286,11 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
         response_model=SearchResponse,
         responses=_errors(404, 504),
     )
-    def search(name: CollectionName, body: SearchBody, hs: Client) -> dict[str, Any]:
+    def search(
+        name: CollectionName, body: SearchBody, hs: Client, access: CollectionReader
+    ) -> dict[str, Any]:
         """Hybrid (or vector/keyword) TopK, reranked to TopN; the same JSON as ``search --json``."""
+        tenant = access.tenant_for(body.tenant)
         result = hs.search(
             name,
             body.query,
@@ -236,6 +304,7 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
             rrf_k=body.rrf_k,
             vector_weight=body.vector_weight,
             keyword_weight=body.keyword_weight,
+            tenant=tenant,
         )
         return result.to_dict()
 
@@ -245,8 +314,11 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
         response_model=EvalResponse,
         responses=_errors(404, 504),
     )
-    def evaluate(name: CollectionName, body: EvalBody, hs: Client) -> dict[str, Any]:
+    def evaluate(
+        name: CollectionName, body: EvalBody, hs: Client, access: CollectionReader
+    ) -> dict[str, Any]:
         """Score each pipeline stage on judged queries (``hybridsearch eval pipeline``)."""
+        access.check_no_tenant("eval")
         evaluation = evaluate_pipeline(
             hs,
             name,
@@ -257,5 +329,39 @@ def create_app(settings: Settings | None = None, *, reranker: str | None = None)
             config=body.to_config(),
         )
         return evaluation.to_dict()
+
+    @app.get("/keys", tags=["keys"], responses=_errors())
+    def get_keys(access: Admin) -> list[KeyBody]:
+        """Every API key, revoked and expired ones included (never a secret)."""
+        _key_admin(access)
+        with connection.checkout(app.state.authenticator.pool) as conn:
+            return [KeyBody(**key.to_dict()) for key in list_keys(conn)]
+
+    @app.post("/keys", tags=["keys"], status_code=status.HTTP_201_CREATED, responses=_errors())
+    def post_key(body: CreateKeyBody, access: Admin) -> CreatedKeyBody:
+        """Create a key; the answer holds it, and it cannot be shown again."""
+        _key_admin(access)
+        with connection.checkout(app.state.authenticator.pool) as conn:
+            created = create_key(
+                conn,
+                body.scope,
+                tenant=body.tenant,
+                collections=body.collections,
+                expires_at=body.expires_at,
+                name=body.name,
+            )
+        return CreatedKeyBody(**created.key.to_dict(), key=created.token)
+
+    @app.delete(
+        "/keys/{key_id}",
+        tags=["keys"],
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=_errors(404),
+    )
+    def delete_key(key_id: KeyId, access: Admin) -> None:
+        """Revoke a key: the next request that carries it gets 401."""
+        _key_admin(access)
+        with connection.checkout(app.state.authenticator.pool) as conn:
+            revoke_key(conn, key_id)
 
     return app

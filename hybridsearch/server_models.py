@@ -8,15 +8,17 @@ that join parameters, such as top_n <= top_k) is left to it, so both doors give 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path as PathParam
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from hybridsearch import params
 from hybridsearch.collections import NAME_PATTERN, CollectionSettings
 from hybridsearch.eval.metrics import DEFAULT_KS
 from hybridsearch.eval.pipeline import PipelineConfig, Stage
+from hybridsearch.keys import MAX_TENANT_CHARS, Scope
 from hybridsearch.models.picker import SAMPLE_DOCUMENTS
 from hybridsearch.params import FusionMethod, Mode
 
@@ -56,9 +58,21 @@ VectorWeight = Annotated[float, _bounded(params.VECTOR_WEIGHT)]
 KeywordWeight = Annotated[float, _bounded(params.KEYWORD_WEIGHT)]
 COLLECTION_DEFAULT = "default: the collection's"
 
+Tenant = Annotated[
+    PostgresText,
+    Field(
+        min_length=1,
+        max_length=MAX_TENANT_CHARS,
+        description="the tenant the request acts for; a tenant-bound API key acts for its "
+        "own tenant (omit this or name that one; any other is 403)",
+    ),
+]
+
 CollectionName = Annotated[
     str, PathParam(pattern=f"^{NAME_PATTERN.pattern}$", description="collection name")
 ]
+
+KeyId = Annotated[str, PathParam(pattern="^[0-9a-f]{12}$", description="API key id")]
 
 
 class ErrorBody(BaseModel):
@@ -127,12 +141,14 @@ class IngestBody(BaseModel):
 
     documents: list[DocumentBody] = Field(min_length=1, max_length=10_000)
     batch_size: int = Field(64, ge=1, le=1024)
+    tenant: Tenant | None = Field(None, description="owner of the documents; default: none")
 
 
 class DeleteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[PostgresText] = Field(min_length=1, max_length=10_000)
+    tenant: Tenant | None = Field(None, description="whose documents; default: no tenant's")
 
 
 class DeleteResponse(BaseModel):
@@ -157,6 +173,7 @@ class SearchBody(BaseModel):
     rrf_k: RrfK | None = Field(default=None, description=COLLECTION_DEFAULT)
     vector_weight: VectorWeight | None = Field(default=None, description=COLLECTION_DEFAULT)
     keyword_weight: KeywordWeight | None = Field(default=None, description=COLLECTION_DEFAULT)
+    tenant: Tenant | None = Field(None, description="search one tenant's documents only")
 
 
 class ScoresBody(BaseModel):
@@ -239,3 +256,34 @@ class EvalResponse(BaseModel):
 class Health(BaseModel):
     status: str
     revision: str | None = None
+
+
+class CreateKeyBody(BaseModel):
+    """``hybridsearch keys create`` over HTTP; the key in the answer is shown only once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Scope
+    tenant: Tenant | None = Field(None, description="bind the key to this tenant")
+    collections: list[Annotated[str, Field(pattern=f"^{NAME_PATTERN.pattern}$")]] | None = Field(
+        None, min_length=1, max_length=1000, description="default: every collection"
+    )
+    expires_at: AwareDatetime | None = Field(None, description="ISO 8601 with a time zone")
+    name: PostgresText | None = Field(None, max_length=200, description="what the key is for")
+
+
+class KeyBody(BaseModel):
+    """An API key's grants (:meth:`hybridsearch.keys.ApiKey.to_dict`), never its secret."""
+
+    key_id: str
+    scope: Scope
+    tenant: str | None
+    collections: list[str] | None
+    name: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreatedKeyBody(KeyBody):
+    key: str = Field(description="the API key; only its salted hash is stored")

@@ -29,11 +29,39 @@ def _downgrade_sync() -> None:
 
 
 def _upgrade_keys() -> None:
-    """The API keys table (salted hashes only)."""
+    """The API keys table (salted hashes only; see hybridsearch.keys).
+
+    Revoking sets revoked_at and keeps the row: the HTTP API enforces keys once any row
+    exists, so revoking the last key never opens the server again.
+    """
+    op.execute(
+        """
+        CREATE TABLE hybridsearch.api_keys (
+            key_id      text PRIMARY KEY CHECK (key_id ~ '^[0-9a-f]{12}$'),
+            salt        bytea NOT NULL CHECK (octet_length(salt) = 16),
+            secret_hash bytea NOT NULL CHECK (octet_length(secret_hash) = 32),
+            scope       text NOT NULL CHECK (scope IN ('search', 'write', 'admin')),
+            tenant_id   text CHECK (tenant_id <> ''),
+            collections text[] CHECK (cardinality(collections) > 0),
+            name        text,
+            created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            expires_at  timestamptz,
+            revoked_at  timestamptz,
+            -- an admin key manages collections every tenant shares
+            CONSTRAINT api_keys_admin_has_no_tenant CHECK (scope <> 'admin' OR tenant_id IS NULL)
+        )
+        """
+    )
+    op.execute("REVOKE ALL ON hybridsearch.api_keys FROM PUBLIC")
+    op.execute(
+        "COMMENT ON TABLE hybridsearch.api_keys IS 'HTTP API keys: a salted HMAC-SHA256 of"
+        " each secret, never the secret (hybridsearch keys create|list|revoke)'"
+    )
 
 
 def _downgrade_keys() -> None:
     """Drop the API keys table."""
+    op.execute("DROP TABLE hybridsearch.api_keys")
 
 
 def upgrade() -> None:

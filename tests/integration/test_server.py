@@ -1,4 +1,8 @@
-"""The HTTP API over real HTTP: uvicorn on 127.0.0.1 against the test database."""
+"""The HTTP API over real HTTP: uvicorn on 127.0.0.1 against the test database.
+
+The shared test database has no API keys, so these servers serve without them; keys
+and their enforcement are tested in test_server_keys.py, each in a database of its own.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ from schemathesis.checks import not_a_server_error
 
 from hybridsearch import Document, HybridSearch, Settings
 from hybridsearch.db import migrate
+from hybridsearch.keys import create_key
 from hybridsearch.server import create_app
+from hybridsearch.server_options import ServerOptions
 from tests.integration.test_migrations import _with_database
 
 DOCS = [
@@ -40,11 +46,12 @@ DOCS = [
 class ServerThread:
     """uvicorn serving an app in a thread, on a socket bound to a free local port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, options: ServerOptions | None = None) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(create_app(settings), log_level="warning")
+        app = create_app(settings, options=options or ServerOptions())
+        config = uvicorn.Config(app, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
@@ -105,9 +112,22 @@ def test_openapi_spec_lists_every_route(http: httpx.Client) -> None:
         ("/collections/{name}/documents/delete", "post"),
         ("/collections/{name}/search", "post"),
         ("/collections/{name}/eval", "post"),
+        ("/keys", "get"),
+        ("/keys", "post"),
+        ("/keys/{key_id}", "delete"),
     }
     search = spec["paths"]["/collections/{name}/search"]["post"]
-    assert set(search["responses"]) == {"200", "404", "422", "503", "504"}
+    assert set(search["responses"]) == {"200", "401", "403", "404", "413", "422", "503", "504"}
+    # every route but /health declares the bearer scheme
+    scheme = spec["components"]["securitySchemes"]["apiKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    secured = {
+        (path, method)
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if op.get("security") == [{"apiKey": []}]
+    }
+    assert secured == routes - {("/health", "get")}
 
 
 def test_health_and_readiness(http: httpx.Client) -> None:
@@ -298,8 +318,9 @@ def test_readiness_fails_when_the_schema_is_behind(database_url: str, settings: 
         with ServerThread(fresh) as base, httpx.Client(base_url=base, timeout=60) as http:
             assert http.get("/ready").status_code == 200
             migrate.downgrade(url, "base")
+            # The key check runs first, and fails closed: it cannot tell whether keys exist
             status, error, detail = _error(http.get("/ready"))
-            assert (status, error) == (503, "DatabaseError")
+            assert (status, error) == (503, "SchemaNotInstalledError")
             assert "hybridsearch db upgrade" in detail
             assert http.get("/health").status_code == 200
     finally:
@@ -347,15 +368,30 @@ def test_served_spec_is_the_tested_spec(http: httpx.Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzzed(base_url: str, hs: HybridSearch) -> Iterator[tuple[str, str]]:
-    """The server and a collection holding DOCS; collections the fuzzer makes are dropped."""
-    before = {c.name for c in hs.list_collections()}
-    name = f"fuzz_{uuid.uuid4().hex[:8]}"
-    hs.create_collection(name)
-    hs.add_documents(name, [Document(d["id"], d["text"], d["metadata"]) for d in DOCS])
-    yield base_url, name
-    for created in {c.name for c in hs.list_collections()} - before:
-        hs.drop_collection(created)
+def fuzzed(database_url: str, settings: Settings) -> Iterator[tuple[str, str, str]]:
+    """A server that requires keys, in a database of its own, an admin key for it and a
+    collection holding DOCS."""
+    name = f"fuzz_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(database_url, name)
+    try:
+        migrate.upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            token = create_key(conn, "admin", name="schemathesis").token
+        keyed = dataclasses.replace(settings, database_url=url)
+        with HybridSearch(keyed) as hs:
+            hs.create_collection("fuzz")
+            hs.add_documents("fuzz", [Document(d["id"], d["text"], d["metadata"]) for d in DOCS])
+        with ServerThread(keyed) as base:
+            # the fuzzer's requests get past the key check, and only with the key
+            assert httpx.get(f"{base}/collections").status_code == 401
+            authorized = {"Authorization": f"Bearer {token}"}
+            assert httpx.get(f"{base}/collections", headers=authorized).status_code == 200
+            yield base, "fuzz", token
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @schema.parametrize()
@@ -365,9 +401,14 @@ def fuzzed(base_url: str, hs: HybridSearch) -> Iterator[tuple[str, str]]:
     derandomize=True,
     suppress_health_check=list(hypothesis.HealthCheck),
 )
-def test_no_request_gets_a_server_error(case: Any, fuzzed: tuple[str, str]) -> None:
-    base_url, collection = fuzzed
+def test_no_request_gets_a_server_error(case: Any, fuzzed: tuple[str, str, str]) -> None:
+    base_url, collection, token = fuzzed
     if case.method == "POST" and case.path.startswith("/collections/{name}/"):
         # Random names only ever reach the 404 path; aim the bodies at real documents.
         case.path_parameters = {"name": collection}
-    case.call_and_validate(base_url=base_url, checks=[not_a_server_error], timeout=120)
+    case.call_and_validate(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {token}"},
+        checks=[not_a_server_error],
+        timeout=120,
+    )
