@@ -1,4 +1,4 @@
-"""``hybridsearch eval``, ``tune``, ``eval-reranker`` and ``eval-sts``.
+"""``hybridsearch eval``, ``tune``, ``eval-reranker``, ``eval-sts`` and ``eval-embedder``.
 
 :func:`register_eval_commands` adds them to the main parser. Bad input raises hybridsearch
 errors, which the main CLI prints as one line with exit status 2. Bad lines and queries in
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from hybridsearch.errors import InvalidInputError
 from hybridsearch.eval import metrics
+from hybridsearch.eval.embedder_cli import register_embedder_eval_command
 from hybridsearch.eval.pipeline import PipelineConfig
 from hybridsearch.eval.tune import Grid
 from hybridsearch.loaders import SkipLog
@@ -157,11 +158,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         report = Path(args.report)
         report.parent.mkdir(parents=True, exist_ok=True)
         if plot is not None:
-            plot = Path(_relative(plot, report.parent))
+            plot = Path(relative_path(plot, report.parent))
         report.write_text(markdown_report(evaluation, plot), encoding="utf-8")
 
 
-def _relative(path: Path, start: Path) -> str:
+def relative_path(path: Path, start: Path) -> str:
     """``path`` relative to ``start`` where possible, so a report links its plot portably."""
     try:
         return os.path.relpath(path.resolve(), start.resolve())
@@ -319,7 +320,8 @@ def _judged_inputs(parser: argparse.ArgumentParser) -> None:
 
 
 def register_eval_commands(sub: Any) -> None:
-    """Add ``eval``, ``tune``, ``eval-reranker`` and ``eval-sts`` to the CLI's subparsers."""
+    """Add ``eval``, ``tune``, ``eval-reranker``, ``eval-sts`` and ``eval-embedder`` to the
+    CLI's subparsers."""
     ev = sub.add_parser("eval", help="score every search stage on judged queries")
     ev.add_argument("--collection", required=True)
     _judged_inputs(ev)
@@ -403,3 +405,5 @@ def register_eval_commands(sub: Any) -> None:
     )
     sts.add_argument("--json", metavar="OUT.json")
     sts.set_defaults(func=cmd_eval_sts)
+
+    register_embedder_eval_command(sub)
