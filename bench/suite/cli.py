@@ -23,8 +23,8 @@ from hybridsearch.config import Settings
 from hybridsearch.db import migrate
 from hybridsearch.db.connection import database_url
 
-from . import baseline, data, load, search
-from .report import ratios_from, table
+from . import baseline, data, hnsw, load, search
+from .report import BEFORE_BUILD, DEFAULT_BUILD, ratios_from, table
 
 COLLECTION = "bench_suite"
 TOP_K = 50
@@ -35,9 +35,12 @@ MAINTENANCE_WORK_MEM = "2GB"
 #: end-to-end figures: at 1 torch thread 50 pairs of ~500 tokens take seconds.
 MODES = {
     "smoke": (10_000, 30, 20, 2, 10),
-    "quick": (100_000, 60, 30, 3, TOP_K),
-    "full": (1_000_000, 200, 50, 5, TOP_K),
+    "quick": (100_000, 60, 200, 3, TOP_K),
+    "full": (1_000_000, 200, 200, 5, TOP_K),
 }
+#: Independent HNSW builds of each configuration (bench/suite/hnsw.py): a parallel build
+#: is not deterministic, so the full run measures three.
+BUILDS = {"smoke": 1, "quick": 1, "full": 3}
 #: Issue 21's figures of the default models against bare fp32 torch (bench/suite/defaults.py):
 #: (SciFact abstracts ingested, queries reranked, queries per client in the concurrency
 #: figure). Smoke skips them: fp32 torch takes seconds per 50 SciFact pairs.
@@ -132,9 +135,24 @@ def main() -> None:
                 for key in [k for k in out if k.startswith("concurrency_")]:
                     figures[key] = out.pop(key)
                 figures["defaults"] = out
+        stage(f"exact top 10 of {n_recall} queries (a sort of every chunk)")
+        recall_vectors = vectors[:n_recall]
+        exact = hnsw.exact_lists(conn, collection, recall_vectors)
         stage("recall@10 vs exact search" + ("" if args.no_halfvec else ", halfvec index"))
         figures["recall"] = search.recall(
-            conn, collection, vectors[:n_recall], TOP_K, halfvec=not args.no_halfvec
+            conn, collection, recall_vectors, exact, TOP_K, halfvec=not args.no_halfvec
+        )
+        configurations = list(dict.fromkeys((BEFORE_BUILD, DEFAULT_BUILD)))
+        stage(f"HNSW builds: {configurations} (m, ef_construction), {BUILDS[mode]} each")
+        figures["hnsw_builds"] = hnsw.builds(
+            conn,
+            collection,
+            recall_vectors,
+            exact,
+            TOP_K,
+            configurations,
+            BUILDS[mode],
+            MAINTENANCE_WORK_MEM,
         )
         conn.execute("DROP SCHEMA hybridsearch_bench CASCADE")
     figures["peak_rss_mb"] = peak_rss_mb()

@@ -132,7 +132,8 @@ def end_to_end(
     model = embedder.load()
     cross = service.reranker.load()
     nearest = nearest_sql(collection)
-    conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search_for(k))))
+    ef_search = ef_search_for(conn, collection, k)
+    conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
     candidates = {
         text: [
             h.text

@@ -1,7 +1,7 @@
 """Database-side search figures, each against a baseline on the same partition.
 
 * hybrid: ``hybridsearch.search_hybrid`` TopK against one bare HNSW TopK query at the
-  ef_search vector_topk uses (``greatest(200, K)``);
+  ef_search vector_topk uses (the collection's calibrated ef_search, raised to K);
 * keyword: ``hybridsearch.keyword_topk`` (search_keyword's engine, without its lookup of
   each chunk's document_id, as neither baseline has one) against the ts_rank_cd OR query of
   bench/keyword.py (handed its tsquery ready-made, so parsing is timed for ours only),
@@ -49,9 +49,19 @@ NEAREST = (
 )
 
 
-def ef_search_for(k: int) -> int:
-    """What hybridsearch.vector_topk (search_vector's engine) sets for a TopK of ``k``."""
-    return max(200, k)
+EF_SEARCH = """
+SELECT h.ef_search
+FROM hybridsearch.collections AS c, hybridsearch.hnsw_settings(c.settings) AS h
+WHERE c.name = %s
+"""
+
+
+def ef_search_for(conn: psycopg.Connection, collection: Collection, k: int) -> int:
+    """What hybridsearch.vector_topk (search_vector's engine) sets for a TopK of ``k``:
+    the collection's ef_search (calibrated after its index build), raised to ``k``."""
+    row = conn.execute(EF_SEARCH, (collection.name,)).fetchone()
+    assert row is not None, f"no collection {collection.name}"
+    return max(int(row[0]), k)
 
 
 def nearest_sql(collection: Collection, vector_type: str = "vector") -> sql.Composed:
@@ -76,7 +86,8 @@ def uses_index(conn: psycopg.Connection, query: sql.Composed, vector: np.ndarray
 def hybrid_vs_hnsw(
     conn: psycopg.Connection, collection: Collection, texts: list[str], vectors: np.ndarray, k: int
 ) -> dict[str, Any]:
-    conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search_for(k))))
+    ef_search = ef_search_for(conn, collection, k)
+    conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
     nearest = nearest_sql(collection)
     force_index(conn, True)
     plan_ok = uses_index(conn, nearest, vectors[0], k)
@@ -98,7 +109,7 @@ def hybrid_vs_hnsw(
     conn.execute("RESET hnsw.ef_search")
     force_index(conn, False)
     return {
-        "ef_search": ef_search_for(k),
+        "ef_search": ef_search,
         "hnsw_uses_index": plan_ok,
         "ms": {name: summary(v) for name, v in samples.items()},
         "mean_results": {name: float(np.mean(c)) for name, c in counts.items()},
@@ -215,15 +226,11 @@ def exact_sql(collection: Collection, *, filtered: bool) -> sql.Composed:
     )
 
 
-def _exact(conn: psycopg.Connection, collection: Collection, vector: np.ndarray) -> list[int]:
-    query = exact_sql(collection, filtered=False)
-    return [r[0] for r in conn.execute(query, {"v": vector, "k": 10}).fetchall()]
-
-
 def recall(
     conn: psycopg.Connection,
     collection: Collection,
     vectors: np.ndarray,
+    exact: list[set[int]],
     k: int,
     *,
     halfvec: bool,
@@ -233,8 +240,7 @@ def recall(
     The HNSW lists come from LIMIT 10 at the ef_search a TopK of ``k`` runs with, the
     same candidate list search_vector reads its first ten from.
     """
-    exact = [set(_exact(conn, collection, v)) for v in vectors]
-    ef = ef_search_for(k)
+    ef = ef_search_for(conn, collection, k)
     result: dict[str, Any] = {"ef_search": ef, "queries": len(vectors)}
     variants = {"vector": nearest_sql(collection)}
     if halfvec:
