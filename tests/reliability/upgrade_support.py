@@ -125,6 +125,11 @@ def finish_release_build(
 # Also inside the partitions' array type names (_chunks_1).
 _PARTITION_NAME = re.compile(r"(?<![A-Za-z0-9])chunks_(\d+)")
 _PARTITION_BOUND = re.compile(r"^FOR VALUES IN \((\d+)\)$")
+# pgvector's default HNSW build parameters, written out: since revision 0003 a collection's
+# index names its parameters (m 16, ef_construction 64 unless its settings say otherwise),
+# while 0.1.0 built the same index without naming them. Both are the same build.
+_HNSW_DEFAULTS_DEF = " WITH (m='16', ef_construction='64')"
+_HNSW_DEFAULTS_OPTIONS = "{m=16,ef_construction=64}"
 
 _NS = "'hybridsearch'::regnamespace"
 
@@ -252,6 +257,9 @@ def _normalise(value: Any, names: Mapping[int, str]) -> Any:
     """A partition's collection id, wherever a name or bound holds it, as the name."""
     if not isinstance(value, str):
         return value
+    if value == _HNSW_DEFAULTS_OPTIONS:
+        return None
+    value = value.removesuffix(_HNSW_DEFAULTS_DEF)
     bound = _PARTITION_BOUND.match(value)
     if bound:
         return f"FOR VALUES IN (<{names.get(int(bound.group(1)), '?' + bound.group(1))}>)"
