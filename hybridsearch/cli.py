@@ -21,6 +21,8 @@ from hybridsearch.keys_cli import register_keys_commands
 from hybridsearch.models.picker import SAMPLE_DOCUMENTS
 from hybridsearch.params import (
     FUSION,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
     KEYWORD_WEIGHT,
     MODE,
     RERANK_DEPTH,
@@ -32,6 +34,7 @@ from hybridsearch.params import (
     check_rerank_depth,
 )
 from hybridsearch.server_cli import register_serve_command
+from hybridsearch.vector_index_cli import register_vector_index_commands
 
 if TYPE_CHECKING:
     from hybridsearch.config import Settings
@@ -104,6 +107,8 @@ def cmd_collections(args: argparse.Namespace) -> None:
                 chunk_overlap_tokens=args.overlap_tokens,
                 query_prompt=args.query_prompt,
                 document_prompt=args.document_prompt,
+                hnsw_m=args.hnsw_m,
+                hnsw_ef_construction=args.hnsw_ef_construction,
             )
             c = hs.create_collection(
                 args.name,
@@ -416,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--query-prompt", help='prefix for queries, e.g. "query: "')
     create.add_argument("--document-prompt", help='prefix for documents, e.g. "passage: "')
+    add_argument(create, HNSW_M, default=HNSW_M.default)
+    add_argument(create, HNSW_EF_CONSTRUCTION, default=HNSW_EF_CONSTRUCTION.default)
     listing = coll_sub.add_parser("list")
     listing.add_argument("--json", action="store_true")
     drop = coll_sub.add_parser("drop")
@@ -426,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         " weights from it (ingest does this by itself when a collection is new or has doubled)",
     )
     calibrate.add_argument("name")
+    register_vector_index_commands(coll_sub)
     coll.set_defaults(func=cmd_collections)
 
     ingest = sub.add_parser("ingest", help="add BEIR corpus.jsonl, .txt/.md files or folders")

@@ -43,7 +43,7 @@ from hybridsearch.models.configured import configured_embedder, configured_reran
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.picker import choose_model, with_choice
 from hybridsearch.models.reranker import Reranker
-from hybridsearch.params import TOP_K, TOP_N
+from hybridsearch.params import HNSW_CALIBRATION_QUERIES, HNSW_TARGET_RECALL, TOP_K, TOP_N
 from hybridsearch.search import (
     SearchResult,
     StageTimer,
@@ -214,12 +214,19 @@ class HybridSearch:
         return self.get_collection(name)
 
     def calibrate_vector_index(
-        self, name: str, *, target_recall: float | None = None, queries: int | None = None
+        self,
+        name: str,
+        *,
+        target_recall: float = HNSW_TARGET_RECALL.default,
+        queries: int = HNSW_CALIBRATION_QUERIES.default,
     ) -> list[EfSearchStep]:
         """Measure the recall@10 of the collection's HNSW index against exact search at
-        increasing ef_search, and keep the smallest that reaches ``target_recall`` (0.98
-        by default) for its searches; every value tried, the kept one last. Index builds
-        do this by themselves; run it again after the collection has grown a lot."""
+        increasing ef_search, with ``queries`` of its chunks as queries, and keep the
+        smallest that reaches ``target_recall`` for its searches; every value tried, the
+        kept one last. Index builds do this by themselves; run it again after the
+        collection has grown a lot."""
+        target_recall = HNSW_TARGET_RECALL.check(target_recall)
+        queries = HNSW_CALIBRATION_QUERIES.check(queries)
         with checkout(self._pool) as conn:
             return store.calibrate_ef_search(conn, name, target_recall, queries)
 

@@ -70,23 +70,9 @@ UPDATE_SETTINGS_SQL = """
 DROP_COLLECTION_SQL = "SELECT hybridsearch.drop_collection(%s)"
 # The HNSW index (sql/api/vector_index.sql).
 REBUILD_VECTOR_INDEX_SQL = "SELECT hybridsearch.rebuild_vector_index(%s)"
-
-
-def calibrate_ef_search_sql(
-    name: str, target_recall: float | None, queries: int | None
-) -> tuple[sql.Composed, list[Any]]:
-    """The call of ``hybridsearch.calibrate_ef_search`` and its parameters; an argument
-    left None is not passed, so the SQL function's default (its one source) applies."""
-    arguments: list[sql.Composable] = [sql.SQL("%s")]
-    params: list[Any] = [name]
-    for keyword, value in (("p_target_recall", target_recall), ("p_queries", queries)):
-        if value is not None:
-            arguments.append(sql.SQL("{} => %s").format(sql.Identifier(keyword)))
-            params.append(value)
-    query = sql.SQL(
-        "SELECT ef_search, recall, mean_ms, chosen FROM hybridsearch.calibrate_ef_search({})"
-    ).format(sql.SQL(", ").join(arguments))
-    return query, params
+CALIBRATE_EF_SEARCH_SQL = (
+    "SELECT ef_search, recall, mean_ms, chosen FROM hybridsearch.calibrate_ef_search(%s, %s, %s)"
+)
 
 
 @dataclass(frozen=True)

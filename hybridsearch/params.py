@@ -248,6 +248,21 @@ sets it per collection after an index build, to the smallest value whose measure
 recall@10 reaches its target; 200 until then. pgvector caps it at 1000."""
 
 
+HNSW_TARGET_RECALL = FloatRange(
+    "target_recall", 0.98, 0.0, 1.0, "recall@10 the calibrated ef_search must reach"
+)
+"""What ``hybridsearch.calibrate_ef_search`` holds an index to: the smallest ef_search whose
+recall@10 against exact search reaches it is kept. 0.98 on the collection's own chunks
+leaves a margin for the sampling error of 100 queries (about 0.01) above the 0.97 the
+1M-chunk bench asks of every build."""
+
+HNSW_CALIBRATION_QUERIES = IntRange(
+    "queries", 100, 1, 10_000, "the collection's chunks a calibration uses as queries"
+)
+"""Each costs one exact search (a scan of the collection) and one HNSW search per ef_search
+tried. 100 queries of 10 neighbours measure recall to about 0.01."""
+
+
 def check_hnsw_build(m: int, ef_construction: int) -> None:
     """InvalidInputError unless both are within bounds and ``ef_construction >= 2 m``."""
     HNSW_M.check(m)

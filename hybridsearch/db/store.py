@@ -150,14 +150,14 @@ def rebuild_vector_index(conn: Connection, name: str) -> int:
 
 
 def calibrate_ef_search(
-    conn: Connection, name: str, target_recall: float | None, queries: int | None
+    conn: Connection, name: str, target_recall: float, queries: int
 ) -> list[EfSearchStep]:
     """Measure the collection's HNSW recall and keep the ef_search that reaches the target."""
     collections_db.check_lookup_name(name)
-    query, params = collections_db.calibrate_ef_search_sql(name, target_recall, queries)
+    params = (name, target_recall, queries)
     try:
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute(query, params)
+            cur.execute(collections_db.CALIBRATE_EF_SEARCH_SQL, params)
             rows = cur.fetchall()
     except psycopg.Error as exc:
         raise from_database_error(exc, f"calibrate the vector index of {name!r}") from exc

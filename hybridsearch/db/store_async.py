@@ -151,14 +151,14 @@ async def rebuild_vector_index(conn: AsyncConnection, name: str) -> int:
 
 
 async def calibrate_ef_search(
-    conn: AsyncConnection, name: str, target_recall: float | None, queries: int | None
+    conn: AsyncConnection, name: str, target_recall: float, queries: int
 ) -> list[EfSearchStep]:
     """Measure the collection's HNSW recall and keep the ef_search that reaches the target."""
     collections_db.check_lookup_name(name)
-    query, params = collections_db.calibrate_ef_search_sql(name, target_recall, queries)
+    params = (name, target_recall, queries)
     try:
         async with conn.transaction(), conn.cursor() as cur:
-            await cur.execute(query, params)
+            await cur.execute(collections_db.CALIBRATE_EF_SEARCH_SQL, params)
             rows = await cur.fetchall()
     except psycopg.Error as exc:
         raise from_database_error(exc, f"calibrate the vector index of {name!r}") from exc

@@ -59,8 +59,8 @@ $$;
 -- has no recall to measure: nothing is changed and nothing returned.
 CREATE OR REPLACE FUNCTION hybridsearch.calibrate_ef_search(
     p_name text,
-    p_target_recall double precision DEFAULT 0.98,
-    p_queries integer DEFAULT 100
+    p_target_recall double precision DEFAULT 0.98,  -- params.HNSW_TARGET_RECALL
+    p_queries integer DEFAULT 100  -- params.HNSW_CALIBRATION_QUERIES
 )
 RETURNS TABLE (ef_search integer, recall double precision, mean_ms double precision,
                chosen boolean)
@@ -90,13 +90,13 @@ BEGIN
     IF p_target_recall IS NULL OR NOT p_target_recall BETWEEN 0 AND 1 THEN
         RAISE EXCEPTION USING
             ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('target recall must be between 0 and 1, got %s',
+            MESSAGE = format('target_recall must be a finite number between 0 and 1, got %s',
                              coalesce(p_target_recall::text, 'NULL'));
     END IF;
     IF p_queries IS NULL OR NOT p_queries BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION USING
             ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('queries must be between 1 and 10000, got %s',
+            MESSAGE = format('queries must be an integer between 1 and 10000, got %s',
                              coalesce(p_queries::text, 'NULL'));
     END IF;
     v_distance := format('c.embedding::vector(%1$s) %2$s $1::vector(%1$s)',

@@ -17,7 +17,14 @@ from psycopg.types.json import Jsonb
 
 from hybridsearch.collections import CollectionSettings
 from hybridsearch.errors import InvalidInputError
-from hybridsearch.params import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, HNSW_RANGES
+from hybridsearch.params import (
+    HNSW_CALIBRATION_QUERIES,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    HNSW_RANGES,
+    HNSW_TARGET_RECALL,
+)
 
 DIMENSIONS = 64
 CHUNKS = 3_000
@@ -115,6 +122,16 @@ def _exact_recall(conn: psycopg.Connection, name: str, ef_search: int) -> float:
     conn.execute("RESET enable_seqscan")
     conn.execute("RESET enable_bitmapscan")
     return hits / (len(queries) * K)
+
+
+def test_calibration_defaults_are_the_declared_ones(sql_conn: psycopg.Connection) -> None:
+    arguments = sql_conn.execute(
+        "SELECT pg_catalog.pg_get_function_arguments("
+        "'hybridsearch.calibrate_ef_search(text, double precision, integer)'::regprocedure)"
+    ).fetchone()
+    assert arguments is not None
+    assert f"p_target_recall double precision DEFAULT {HNSW_TARGET_RECALL.default}" in arguments[0]
+    assert f"p_queries integer DEFAULT {HNSW_CALIBRATION_QUERIES.default}" in arguments[0]
 
 
 def test_sql_defaults_are_the_declared_ones(sql_conn: psycopg.Connection) -> None:
@@ -223,9 +240,9 @@ def test_a_collection_too_small_to_measure_is_left_alone(sql_conn: psycopg.Conne
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ((1.5, 10), "target recall must be between 0 and 1"),
-        ((None, 10), "target recall must be between 0 and 1"),
-        ((0.9, 0), "queries must be between 1 and 10000"),
+        ((1.5, 10), "target_recall must be a finite number between 0 and 1, got 1.5"),
+        ((None, 10), "target_recall must be a finite number between 0 and 1, got NULL"),
+        ((0.9, 0), "queries must be an integer between 1 and 10000, got 0"),
     ],
 )
 def test_calibration_refuses_bad_arguments(

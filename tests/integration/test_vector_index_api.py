@@ -3,6 +3,11 @@ ones, calibration of ef_search (by hand and after a bulk load), and what bad inp
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import psycopg
 import pytest
 
@@ -97,11 +102,55 @@ def test_bad_calibration_arguments_and_unknown_collections(
     hs: HybridSearch, collection_name: str
 ) -> None:
     hs.create_collection(collection_name)
-    with pytest.raises(InvalidInputError, match="target recall must be between 0 and 1"):
+    with pytest.raises(InvalidInputError, match="target_recall must be a finite number"):
         hs.calibrate_vector_index(collection_name, target_recall=1.5)
-    with pytest.raises(InvalidInputError, match="queries must be between 1 and 10000"):
+    with pytest.raises(InvalidInputError, match="queries must be an integer between 1 and"):
         hs.calibrate_vector_index(collection_name, queries=0)
     with pytest.raises(CollectionNotFoundError):
         hs.calibrate_vector_index("no_such_collection")
     with pytest.raises(CollectionNotFoundError):
         hs.rebuild_vector_index("no_such_collection")
+
+
+def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSEARCH_")}
+    env.update(HYBRIDSEARCH_DATABASE_URL=database_url, HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-m", "hybridsearch.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_command_line_sets_rebuilds_and_calibrates(
+    hs: HybridSearch, collection_name: str, database_url: str
+) -> None:
+    created = _cli(
+        database_url,
+        *("collections", "create", collection_name, "--hnsw-m", "8"),
+        *("--hnsw-ef-construction", "32"),
+    )
+    assert created.returncode == 0, created.stderr
+    settings = hs.get_collection(collection_name).settings
+    assert (settings.hnsw_m, settings.hnsw_ef_construction) == (8, 32)
+    hs.add_documents(collection_name, DOCUMENTS)
+
+    reindexed = _cli(database_url, "collections", "reindex", collection_name, "--hnsw-m", "12")
+    assert reindexed.returncode == 0, reindexed.stderr
+    settings = hs.get_collection(collection_name).settings
+    assert (settings.hnsw_m, settings.hnsw_ef_construction) == (12, 32)
+    assert f"ef_search {settings.hnsw_ef_search}" in reindexed.stdout
+
+    calibrated = _cli(
+        database_url, "collections", "calibrate-index", collection_name, "--json", "--queries", "5"
+    )
+    assert calibrated.returncode == 0, calibrated.stderr
+    steps = json.loads(calibrated.stdout)
+    assert steps[-1]["ef_search"] == hs.get_collection(collection_name).settings.hnsw_ef_search
+
+    refused = _cli(database_url, "collections", "reindex", collection_name, "--hnsw-m", "101")
+    assert refused.returncode == 2 and "between 2 and 100" in refused.stderr
+    assert hs.get_collection(collection_name).settings.hnsw_m == 12
