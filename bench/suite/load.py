@@ -103,7 +103,7 @@ def fresh_collection(conn: psycopg.Connection, name: str) -> Collection:
     return collection
 
 
-def _prepared(collection: Collection, batch: data.Batch) -> list[PreparedDocument]:
+def prepared(collection: Collection, batch: data.Batch) -> list[PreparedDocument]:
     prepared = []
     for offset, chunks in enumerate(batch.texts):
         number = batch.first_document + offset
@@ -144,7 +144,7 @@ def _write_both(
         t = time.perf_counter()
         if label == "ours":
             # Hashing the document is part of our path; it is timed.
-            ingest_embedded(conn, collection, _prepared(collection, batch), batch.vectors)
+            ingest_embedded(conn, collection, prepared(collection, batch), batch.vectors)
             ours = time.perf_counter() - t
         else:
             _copy_bare(conn, collection, batch)
