@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from hybridsearch.errors import InvalidInputError
+from hybridsearch.eval.classification import MAX_FOLDS
+from hybridsearch.eval.domain import DEFAULT_METRICS
 from hybridsearch.eval.embedder_tasks import TASKS
 
 DATA_HELP = (
@@ -80,13 +82,13 @@ def register_embedder_eval_command(sub: Any) -> None:
     )
     ev.add_argument(
         "--metrics",
-        help="domain: retrieval metrics (default ndcg@10,recall@10,recall@100,mrr@10)",
+        help=f"domain: retrieval metrics (default {','.join(DEFAULT_METRICS)})",
     )
     ev.add_argument(
         "--folds",
         type=int,
-        help="classification: cross-validation folds (default: 5, or the smallest label's "
-        "size when smaller)",
+        help=f"classification: cross-validation folds (default: {MAX_FOLDS}, or the smallest "
+        "label's size when smaller)",
     )
     ev.add_argument(
         "--seed",
