@@ -56,6 +56,8 @@ RerankDepth = Annotated[int, _bounded(params.RERANK_DEPTH)]
 RrfK = Annotated[int, _bounded(params.RRF_K)]
 VectorWeight = Annotated[float, _bounded(params.VECTOR_WEIGHT)]
 KeywordWeight = Annotated[float, _bounded(params.KEYWORD_WEIGHT)]
+HnswM = Annotated[int, _bounded(params.HNSW_M)]
+HnswEfConstruction = Annotated[int, _bounded(params.HNSW_EF_CONSTRUCTION)]
 COLLECTION_DEFAULT = "default: the collection's"
 
 Tenant = Annotated[
@@ -93,6 +95,8 @@ class SettingsBody(BaseModel):
     rrf_k: RrfK | None = None
     vector_weight: VectorWeight | None = None
     keyword_weight: KeywordWeight | None = None
+    hnsw_m: HnswM | None = None
+    hnsw_ef_construction: HnswEfConstruction | None = None
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> SettingsBody:
@@ -102,6 +106,7 @@ class SettingsBody(BaseModel):
                 f"chunk_overlap_tokens ({merged.chunk_overlap_tokens}) must be smaller than "
                 f"chunk_max_tokens ({merged.chunk_max_tokens})"
             )
+        params.check_hnsw_build(merged.hnsw_m, merged.hnsw_ef_construction)
         return self
 
     def to_settings(self) -> CollectionSettings:

@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 
+import httpx
 import psycopg
 import pytest
 
 from hybridsearch import CollectionSettings, Document, HybridSearch
+from hybridsearch.config import Settings
 from hybridsearch.errors import CollectionNotFoundError, InvalidInputError
 from hybridsearch.params import HNSW_EF_CONSTRUCTION, HNSW_M
 
@@ -154,3 +156,24 @@ def test_the_command_line_sets_rebuilds_and_calibrates(
     refused = _cli(database_url, "collections", "reindex", collection_name, "--hnsw-m", "101")
     assert refused.returncode == 2 and "between 2 and 100" in refused.stderr
     assert hs.get_collection(collection_name).settings.hnsw_m == 12
+
+
+def test_the_http_api_takes_build_parameters_at_creation(
+    settings: Settings, collection_name: str, conn: psycopg.Connection
+) -> None:
+    from tests.integration.test_server import ServerThread
+
+    with ServerThread(settings) as url, httpx.Client(base_url=url, timeout=60) as http:
+        refused = http.post(
+            "/collections",
+            json={"name": collection_name, "settings": {"hnsw_m": 40, "hnsw_ef_construction": 64}},
+        )
+        assert refused.status_code == 422 and "at least twice hnsw_m" in refused.text
+        created = http.post(
+            "/collections",
+            json={"name": collection_name, "settings": {"hnsw_m": 8, "hnsw_ef_construction": 32}},
+        )
+        assert created.status_code == 201, created.text
+        body = created.json()
+    assert (body["settings"]["hnsw_m"], body["settings"]["hnsw_ef_construction"]) == (8, 32)
+    assert _index_options(conn, body["collection_id"]) == {"m": "8", "ef_construction": "32"}
