@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from hybridsearch.errors import InvalidInputError
+from hybridsearch.errors import ConfigurationError, InvalidInputError
 from hybridsearch.eval import evaluate_embedder
 from hybridsearch.eval.beir import InputReport
 from hybridsearch.eval.classification import MAX_FOLDS, choose_folds
@@ -73,6 +74,12 @@ def test_purity_counts_each_clusters_commonest_label_not_each_labels_cluster() -
 def test_clustering_scores_refuse_mismatched_input() -> None:
     with pytest.raises(InvalidInputError, match="one cluster per label"):
         clustering_scores(["a", "b"], [0])
+
+
+def test_without_scikit_learn_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn.metrics", None)
+    with pytest.raises(ConfigurationError, match=r"needs sklearn.*hybridsearch\[eval\]"):
+        clustering_scores(["a", "b"], [0, 1])
 
 
 # -- folds --------------------------------------------------------------------------------
