@@ -18,19 +18,8 @@ The corpus is all of SciFact unless ``--distractors D`` keeps only the judged do
 the chosen queries plus D random others (embedding all 5,183 abstracts three times takes
 about 25 minutes on one core). Timing never fails: this prints figures, it asserts nothing.
 """
-# ruff: noqa: E402  (sys.path is fixed before the imports below)
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-if __name__ == "__main__":
-    # bench/keyword.py would shadow the standard library's keyword module: bench/ goes last.
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
-    sys.path.extend([str(BENCH), str(REPO)])
 
 import argparse
 import json
@@ -40,6 +29,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,6 +47,7 @@ from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.models.resolve import configure_torch_threads, packaged_minilm_path
 
+REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "scifact"
 RERANK_DEPTH = 50
 Vectors = npt.NDArray[np.float32]

@@ -7,21 +7,12 @@ with the same code: ``cd /tmp && PYTHONPATH=/path/to/old/checkout python
 /path/to/bench/concurrency.py ...``. The default reranker is the packaged MiniLM with an
 untrained head that reads 512 tokens (timing only). Prints figures; asserts nothing.
 """
-# ruff: noqa: E402  (sys.path is fixed before the imports below)
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent
-if __name__ == "__main__":
-    # bench/keyword.py would shadow the standard library's keyword module: bench/ goes last.
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
-    sys.path.append(str(BENCH))
-
 import argparse
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

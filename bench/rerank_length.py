@@ -17,24 +17,14 @@ default backend at several ``max_length`` values:
 
 Prints figures; asserts nothing. bench/NOTES.md "Rerank length" says what was chosen.
 """
-# ruff: noqa: E402  (sys.path is fixed before the imports below)
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-if __name__ == "__main__":
-    # bench/keyword.py would shadow the standard library's keyword module: bench/ goes last.
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
-    sys.path.extend([str(BENCH), str(REPO)])
 
 import argparse
 import json
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,6 +40,7 @@ from hybridsearch.eval.metrics import evaluate
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.search import rerank_order
 
+REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "scifact"
 LENGTHS = (64, 128, 192, 256, 320, 384, 512)
 BATCHES = (8, 16, 32)

@@ -1,7 +1,7 @@
 """Entry point for ``bench/run`` and ``bench/hnsw``.
 
-bench/ goes at the *end* of sys.path: bench/keyword.py would otherwise shadow the
-standard library's ``keyword`` module.
+bench/ replaces bench/suite on sys.path, so the suite's modules import as the ``suite``
+package (and bench/synthetic.py beside it) rather than as top-level modules.
 """
 
 import sys

@@ -4,7 +4,7 @@
   ef_search vector_topk uses (the collection's calibrated ef_search, raised to K);
 * keyword: ``hybridsearch.keyword_topk`` (search_keyword's engine, without its lookup of
   each chunk's document_id, as neither baseline has one) against the ts_rank_cd OR query of
-  bench/keyword.py (handed its tsquery ready-made, so parsing is timed for ours only),
+  bench/keyword_search.py (handed its tsquery ready-made, so parsing is timed for ours only),
   and against release 0.1.0's (see baseline.py), whose rankings must be the same;
 * filtered hybrid at 10 % and 1 % selectivity against unfiltered hybrid, and how much of
   the exact filtered top K its vector leg finds;

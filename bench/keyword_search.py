@@ -1,6 +1,6 @@
 """Keyword TopK latency: this tree's keyword engine against release 0.1.0's, same data, same run.
 
-    python bench/keyword.py [--chunks 1000000] [--queries 200] [--top-k 50]
+    python bench/keyword_search.py [--chunks 1000000] [--queries 200] [--top-k 50]
                             [--kinds plain,long,filtered,exclusion,phrase] [--no-ts-rank]
                             [--json OUT]
 
