@@ -26,6 +26,7 @@ from hybridsearch.models.backend import (
 from hybridsearch.models.cores import CPU_CORES
 from hybridsearch.models.resolve import (
     SharedModels,
+    apply_torch_threads,
     configure_torch_threads,
     load_failure_message,
     resolve_model_path,
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: A SentenceTransformer or CrossEncoder: both are torch modules.
-M = TypeVar("M", bound="torch.nn.Module")
+T = TypeVar("T", bound="torch.nn.Module")
+#: What a runner holds: one of those, or its torch-free stand-in (see ``light_runtime``).
+M = TypeVar("M")
 
 #: Why a runtime could not run a model, per (model kind, resolved model, device, runtime):
 #: ``auto`` then goes straight to its next choice instead of retrying a failed export.
@@ -46,13 +49,14 @@ _unavailable_lock = threading.Lock()
 
 
 def load_sentence_transformers_model(
-    factory: Callable[..., M],
+    factory: Callable[..., T],
     resolved: str,
     device: str,
     local_files_only: bool,
     backend: InferenceBackend,
-) -> M:
+) -> T:
     """Build a ``SentenceTransformer`` or ``CrossEncoder`` in eval mode on its backend."""
+    apply_torch_threads()
     model = factory(resolved, device=device, local_files_only=local_files_only)
     model.eval()
     if backend.is_onnx:
@@ -218,6 +222,7 @@ class ModelRunner(Generic[M]):
             key = (self.kind, resolved, self._device, runtime)
             with _unavailable_lock:
                 reason = _unavailable.get(key)
+            fresh = reason is None
             if reason is None:
                 try:
                     model = self.shared().get(resolved, self._device, runtime)
@@ -228,18 +233,12 @@ class ModelRunner(Generic[M]):
                     return model
                 with _unavailable_lock:
                     _unavailable[key] = reason
-                logger.warning(
-                    "%s %r runs on %s: %s could not be used (%s)",
-                    self.kind,
-                    self._model_id,
-                    last.name,
-                    runtime.name,
-                    reason,
-                )
             self._fallback_note = (
                 f"{self.kind} {self._model_id!r} runs on {last.name}: "
                 f"{runtime.name} could not be used ({reason})"
             )
+            if fresh:
+                logger.warning("%s", self._fallback_note)
         model = self.shared().get(resolved, self._device, last)
         self._runtime = last
         return model

@@ -27,11 +27,18 @@ def token_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[i
 
 def run_in_token_order(
     items: Sequence[T],
-    lengths: Sequence[int],
     batch_size: int,
     run: Callable[[list[T]], npt.NDArray[np.float32]],
+    count_tokens: Callable[[list[T]], Sequence[int]],
 ) -> npt.NDArray[np.float32]:
-    """``run`` on each batch of alike length; one output row per item, in item order."""
+    """``run`` on each batch of alike length; one output row per item, in item order.
+
+    ``count_tokens`` gives each item's token count; it is not called when the items fit in
+    one batch, whose order does not matter.
+    """
+    if len(items) <= batch_size:
+        return np.asarray(run(list(items)), dtype=np.float32)
+    lengths = count_tokens(list(items))
     if len(items) != len(lengths):
         raise ValueError(f"{len(items)} items but {len(lengths)} lengths")
     parts: list[npt.NDArray[np.float32]] = []

@@ -7,7 +7,8 @@ Per-embedder settings such as ``max_length`` are applied per call, never on the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from hybridsearch.errors import EmbeddingError, InvalidInputError, ModelError
 from hybridsearch.models.backend import DEFAULT_BACKEND, BackendName, InferenceBackend
 from hybridsearch.models.base import ModelRunner, load_sentence_transformers_model
 from hybridsearch.models.batching import run_in_token_order
+from hybridsearch.models.light_runtime import LightEmbedder, load_light_embedder
 from hybridsearch.models.resolve import SharedModels
 
 if TYPE_CHECKING:
@@ -31,7 +33,12 @@ DEFAULT_BATCH_SIZE = 16
 
 def _load(
     resolved: str, device: str, local_files_only: bool, backend: InferenceBackend
-) -> SentenceTransformer:
+) -> SentenceTransformer | LightEmbedder:
+    """The model on its cached export without torch when possible, else sentence-transformers."""
+    if device == "cpu":
+        light = load_light_embedder(resolved, backend)
+        if light is not None:
+            return light
     from sentence_transformers import SentenceTransformer
 
     return load_sentence_transformers_model(
@@ -41,11 +48,11 @@ def _load(
 
 #: One loaded embedding model per (resolved name or path, device, backend), shared by every
 #: Embedder.
-_models: SharedModels[SentenceTransformer] = SharedModels(_load)
+_models: SharedModels[SentenceTransformer | LightEmbedder] = SharedModels(_load)
 clear_model_cache = _models.clear
 
 
-class Embedder(ModelRunner["SentenceTransformer"]):
+class Embedder(ModelRunner["SentenceTransformer | LightEmbedder"]):
     """Embeds documents and queries with a sentence-transformers model.
 
     ``query_prompt`` and ``document_prompt`` are prefixes some models were trained with
@@ -57,7 +64,9 @@ class Embedder(ModelRunner["SentenceTransformer"]):
     ``"onnx-int8"`` (dynamically quantized). The ONNX file is exported from the loaded
     weights on first use and cached in ``onnx_cache_dir`` (default:
     ``$HYBRIDSEARCH_ONNX_CACHE_DIR`` or the user cache folder); ONNX Runtime uses
-    ``torch_threads`` intra-op threads, every usable core when unset.
+    ``torch_threads`` intra-op threads, every usable core when unset. Once an export of a
+    model folder is cached, later processes run it without importing torch
+    (:mod:`hybridsearch.models.light_runtime`).
     """
 
     def __init__(
@@ -90,7 +99,7 @@ class Embedder(ModelRunner["SentenceTransformer"]):
     kind = "embedding model"
     env_var = ENV_VAR
 
-    def shared(self) -> SharedModels[SentenceTransformer]:
+    def shared(self) -> SharedModels[SentenceTransformer | LightEmbedder]:
         return _models
 
     @property
@@ -127,24 +136,34 @@ class Embedder(ModelRunner["SentenceTransformer"]):
         vector: npt.NDArray[np.float32] = self._encode([text], self._query_prompt)[0]
         return vector
 
-    def _token_lengths(self, model: SentenceTransformer, texts: list[str]) -> list[int]:
-        """Tokens per text as the model will see it (the prompt adds the same to each)."""
-        if len(texts) <= self._batch_size:
-            return [0] * len(texts)  # one batch: its order does not matter
-        limit = self._max_length or model.max_seq_length
-        encoded = model.tokenizer(texts, truncation=limit is not None, max_length=limit)
-        return [len(ids) for ids in encoded["input_ids"]]
+    def _runner(
+        self, model: SentenceTransformer | LightEmbedder, prompt: str | None
+    ) -> tuple[
+        Callable[[list[str]], npt.NDArray[np.float32]],
+        Callable[[list[str]], list[int]],
+        AbstractContextManager[object],
+    ]:
+        """How to encode a batch, count each text's tokens as the model will see them (the
+        prompt adds the same to each) and the context inference runs in, for either runtime."""
+        if isinstance(model, LightEmbedder):
+            light = model
 
-    def _encode(self, texts: list[str], prompt: str | None) -> npt.NDArray[np.float32]:
+            def encode_light(batch: list[str]) -> npt.NDArray[np.float32]:
+                return light.encode(batch, prompt, self._max_length, self._normalize)
+
+            def count_light(texts: list[str]) -> list[int]:
+                return light.count_tokens(texts, self._max_length)
+
+            return encode_light, count_light, nullcontext()
         import torch
 
-        model = self.load()
+        st = model
         kwargs: dict[str, Any] = {}
         if self._max_length is not None:
             kwargs["processing_kwargs"] = {"text": {"max_length": self._max_length}}
 
         def encode(batch: list[str]) -> npt.NDArray[np.float32]:
-            raw = model.encode(
+            raw = st.encode(
                 batch,
                 prompt=prompt,
                 batch_size=len(batch),
@@ -155,10 +174,19 @@ class Embedder(ModelRunner["SentenceTransformer"]):
             )
             return np.asarray(raw, dtype=np.float32)
 
+        def count(texts: list[str]) -> list[int]:
+            limit = self._max_length or st.max_seq_length
+            encoded = st.tokenizer(texts, truncation=limit is not None, max_length=limit)
+            return [len(ids) for ids in encoded["input_ids"]]
+
+        return encode, count, torch.inference_mode()
+
+    def _encode(self, texts: list[str], prompt: str | None) -> npt.NDArray[np.float32]:
+        model = self.load()
+        encode, count, context = self._runner(model, prompt)
         try:
-            lengths = self._token_lengths(model, texts)
-            with self._cores(), torch.inference_mode():
-                raw = run_in_token_order(texts, lengths, self._batch_size, encode)
+            with self._cores(), context:
+                raw = run_in_token_order(texts, self._batch_size, encode, count)
         except Exception as exc:
             raise ModelError(f"embedding model {self._model_id!r} failed: {exc}") from exc
         vectors = np.asarray(raw, dtype=np.float32)

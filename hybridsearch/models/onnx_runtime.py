@@ -35,6 +35,8 @@ import torch
 from hybridsearch.errors import ModelError
 from hybridsearch.file_lock import exclusive_file_lock
 from hybridsearch.models.backend import InferenceBackend
+from hybridsearch.models.export_index import QUANTIZATION_RECIPE, RECIPE_VERSION, record_export
+from hybridsearch.models.light_runtime import onnx_session
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -42,10 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Bumped whenever the export recipe changes, so old cache entries are unused.
-RECIPE_VERSION = 2
-#: Part of the int8 cache key: what :func:`_quantize` does.
-QUANTIZATION_RECIPE = "dynamic-matmul-qint8-per-channel-reduce-range"
 OPSET = 17
 INSTALL_HINT = "pip install onnxruntime onnx (both are hybridsearch dependencies)"
 
@@ -291,23 +289,14 @@ def _build_entry(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _session(path: Path, threads: int) -> onnxruntime.InferenceSession:
-    _, ort = _import_onnx()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def use_onnx(model: torch.nn.Module, backend: InferenceBackend, model_id: str) -> Path:
     """Swap ``model``'s transformer for an ONNX Runtime session; returns the .onnx file used.
 
     ``model`` is a freshly loaded ``SentenceTransformer`` or ``CrossEncoder`` that nothing
     else holds. The export (and quantization) is made on the first use of a given set of
     weights and reused from ``backend.cache_dir`` afterwards; a cached file that no longer
-    loads is rebuilt once.
+    loads is rebuilt once. When ``model_id`` is a folder, the export is recorded for it, so
+    later loads can run it without torch (:mod:`hybridsearch.models.light_runtime`).
     """
     if not backend.is_onnx or backend.cache_dir is None or backend.threads is None:
         raise ValueError(f"use_onnx needs an ONNX backend with its settings, got {backend}")
@@ -345,12 +334,12 @@ def use_onnx(model: torch.nn.Module, backend: InferenceBackend, model_id: str) -
                     )
             path = entry / "model.onnx"
             try:
-                session = _session(path, backend.threads)
+                session = onnx_session(path, backend.threads)
             except Exception as exc:  # a damaged cache entry: rebuild it once
                 logger.warning("cached ONNX model %s does not load (%s); rebuilding", path, exc)
                 shutil.rmtree(entry, ignore_errors=True)
                 _build_entry(module, input_names, output_key, entry, backend, fp32_entry, record)
-                session = _session(path, backend.threads)
+                session = onnx_session(path, backend.threads)
     except ModelError:
         raise
     except OSError as exc:
@@ -364,6 +353,7 @@ def use_onnx(model: torch.nn.Module, backend: InferenceBackend, model_id: str) -
             f"backend {backend.name!r} could not export model {model_id!r} to ONNX "
             f"({type(exc).__name__}: {detail}); use backend='torch'"
         ) from exc
+    record_export(backend.cache_dir, backend.name, model_id, entry, input_names, output_key)
     stand_in = OnnxTransformerModel(session, module.model.config, input_names, output_key, path)
     setattr(module, "model", stand_in)  # noqa: B010 - the slot is typed for Hugging Face models
     return path

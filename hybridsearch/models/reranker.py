@@ -8,7 +8,7 @@ failing the request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from hybridsearch.errors import InvalidInputError, ModelError
 from hybridsearch.models.backend import DEFAULT_BACKEND, BackendName, InferenceBackend
 from hybridsearch.models.base import ModelRunner, load_sentence_transformers_model
 from hybridsearch.models.batching import run_in_token_order
+from hybridsearch.models.light_runtime import LightCrossEncoder, load_light_cross_encoder
 from hybridsearch.models.resolve import SharedModels
 
 if TYPE_CHECKING:
@@ -42,7 +43,12 @@ DEFAULT_BATCH_SIZE = 8
 
 def _load(
     resolved: str, device: str, local_files_only: bool, backend: InferenceBackend
-) -> CrossEncoder:
+) -> CrossEncoder | LightCrossEncoder:
+    """The model on its cached export without torch when possible, else sentence-transformers."""
+    if device == "cpu":
+        light = load_light_cross_encoder(resolved, backend)
+        if light is not None:
+            return light
     from sentence_transformers import CrossEncoder
 
     model: CrossEncoder = load_sentence_transformers_model(
@@ -53,11 +59,11 @@ def _load(
 
 #: One loaded cross-encoder per (resolved name or path, device, backend), shared by every
 #: Reranker.
-_models: SharedModels[CrossEncoder] = SharedModels(_load)
+_models: SharedModels[CrossEncoder | LightCrossEncoder] = SharedModels(_load)
 clear_model_cache = _models.clear
 
 
-class Reranker(ModelRunner["CrossEncoder"]):
+class Reranker(ModelRunner["CrossEncoder | LightCrossEncoder"]):
     """Scores passages against a query with a sentence-transformers ``CrossEncoder``.
 
     The model loads on first use. A failed load is remembered: later calls raise the same
@@ -94,7 +100,7 @@ class Reranker(ModelRunner["CrossEncoder"]):
     env_var = ENV_VAR
     remember_load_error = True
 
-    def shared(self) -> SharedModels[CrossEncoder]:
+    def shared(self) -> SharedModels[CrossEncoder | LightCrossEncoder]:
         return _models
 
     def score(self, query: str, passages: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -113,20 +119,10 @@ class Reranker(ModelRunner["CrossEncoder"]):
         pairs = [(query, passage) for passage in items]
         max_length = self._effective_max_length(model)
 
-        def predict(batch: list[tuple[str, str]]) -> npt.NDArray[np.float32]:
-            raw = model.predict(
-                batch,
-                batch_size=len(batch),
-                show_progress_bar=False,
-                convert_to_numpy=True,
-                processing_kwargs={"text": {"max_length": max_length}} if max_length else None,
-            )
-            return np.asarray(raw, dtype=np.float32).reshape(len(batch), -1)
-
+        predict, count = self._runner(model, max_length)
         try:
-            lengths = self._token_lengths(model, query, items, max_length)
             with self._cores():
-                scores = run_in_token_order(pairs, lengths, self._batch_size, predict).reshape(-1)
+                scores = run_in_token_order(pairs, self._batch_size, predict, count).reshape(-1)
         except Exception as exc:
             raise ModelError(f"reranker {self._model_id!r} failed: {exc}") from exc
         if scores.shape != (len(items),):
@@ -138,21 +134,47 @@ class Reranker(ModelRunner["CrossEncoder"]):
             raise ModelError(f"reranker {self._model_id!r} returned NaN or infinite scores")
         return scores
 
-    def _token_lengths(
-        self, model: CrossEncoder, query: str, passages: list[str], max_length: int | None
-    ) -> list[int]:
-        """Tokens per (query, passage) pair as the model will see it."""
-        if len(passages) <= self._batch_size:
-            return [0] * len(passages)  # one batch: its order does not matter
-        encoded = model.tokenizer(
-            [query] * len(passages),
-            passages,
-            truncation=max_length is not None,
-            max_length=max_length,
-        )
-        return [len(ids) for ids in encoded["input_ids"]]
+    def _runner(
+        self, model: CrossEncoder | LightCrossEncoder, max_length: int | None
+    ) -> tuple[
+        Callable[[list[tuple[str, str]]], npt.NDArray[np.float32]],
+        Callable[[list[tuple[str, str]]], list[int]],
+    ]:
+        """How to score a batch of pairs and count each pair's tokens, for either runtime."""
+        if isinstance(model, LightCrossEncoder):
+            light = model
 
-    def _effective_max_length(self, model: CrossEncoder) -> int | None:
+            def predict_light(batch: list[tuple[str, str]]) -> npt.NDArray[np.float32]:
+                return light.predict(batch, max_length)
+
+            def count_light(batch: list[tuple[str, str]]) -> list[int]:
+                return light.count_tokens(batch, max_length)
+
+            return predict_light, count_light
+        cross_encoder = model
+
+        def predict(batch: list[tuple[str, str]]) -> npt.NDArray[np.float32]:
+            raw = cross_encoder.predict(
+                batch,
+                batch_size=len(batch),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                processing_kwargs={"text": {"max_length": max_length}} if max_length else None,
+            )
+            return np.asarray(raw, dtype=np.float32).reshape(len(batch), -1)
+
+        def count(batch: list[tuple[str, str]]) -> list[int]:
+            encoded = cross_encoder.tokenizer(
+                [query for query, _ in batch],
+                [passage for _, passage in batch],
+                truncation=max_length is not None,
+                max_length=max_length,
+            )
+            return [len(ids) for ids in encoded["input_ids"]]
+
+        return predict, count
+
+    def _effective_max_length(self, model: CrossEncoder | LightCrossEncoder) -> int | None:
         """``max_length``, capped at the model's own limit so positions never overflow."""
         own = getattr(model, "max_seq_length", None)
         if self._max_length is None:

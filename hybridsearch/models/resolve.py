@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -112,35 +113,51 @@ def looks_like_path(name_or_path: str) -> bool:
 
 
 _threads_lock = threading.Lock()
-_threads_applied: int | None = None
+_threads_wanted: int | None = None
+_threads_applied = False
 
 
 def configure_torch_threads(n: int) -> None:
     """Set torch's intra-op thread count for this process, once.
 
-    The first call calls ``torch.set_num_threads(n)``; repeating it with the same ``n`` does
-    nothing, and a different ``n`` later is ignored with a warning, because the setting is
-    process-wide and two components fighting over it would make latency unpredictable.
+    The first call fixes ``n``; repeating it with the same ``n`` does nothing, and a different
+    ``n`` later is ignored with a warning, because the setting is process-wide and two
+    components fighting over it would make latency unpredictable. The count reaches torch
+    (``torch.set_num_threads``) at once when torch is imported already, else when the first
+    model loads with torch (:func:`apply_torch_threads`): a process whose models all run
+    without torch never imports it.
 
     Keep ``n`` small when several requests run at once: on a 2-core machine more than one
     thread per process has shown 40x worse tail latency under concurrent load, because the
     threads of parallel requests oversubscribe the cores and spin against each other.
     """
-    global _threads_applied
+    global _threads_wanted
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInputError(f"torch_threads must be a positive integer, got {n!r}")
     with _threads_lock:
-        if _threads_applied is None:
-            import torch
-
-            torch.set_num_threads(n)
-            _threads_applied = n
-        elif _threads_applied != n:
+        if _threads_wanted is None:
+            _threads_wanted = n
+        elif _threads_wanted != n:
             logger.warning(
                 "torch threads already set to %d for this process; ignoring request for %d",
-                _threads_applied,
+                _threads_wanted,
                 n,
             )
+            return
+    if "torch" in sys.modules:
+        apply_torch_threads()
+
+
+def apply_torch_threads() -> None:
+    """Hand the configured thread count to torch, once; called before torch runs a model."""
+    global _threads_applied
+    with _threads_lock:
+        if _threads_wanted is None or _threads_applied:
+            return
+        import torch
+
+        torch.set_num_threads(_threads_wanted)
+        _threads_applied = True
 
 
 def load_failure_message(

@@ -27,9 +27,25 @@ def test_results_come_back_in_item_order() -> None:
         seen.append(batch)
         return np.array([[len(t)] for t in batch], dtype=np.float32)
 
-    out = run_in_token_order(items, [len(t) for t in items], 3, run)
+    out = run_in_token_order(items, 3, run, lambda batch: [len(t) for t in batch])
     assert out[:, 0].tolist() == [3, 1, 5, 2]
     assert seen == [["bbbbb", "ccc", "dd"], ["a"]]
+
+
+def test_items_that_fit_one_batch_run_as_given_without_counting_tokens() -> None:
+    items = ["ccc", "a", "bbbbb"]
+    seen: list[list[str]] = []
+
+    def run(batch: list[str]) -> npt.NDArray[np.float32]:
+        seen.append(batch)
+        return np.array([[len(t)] for t in batch], dtype=np.float32)
+
+    def count(batch: list[str]) -> list[int]:
+        raise AssertionError("one batch needs no token counts")
+
+    out = run_in_token_order(items, 3, run, count)
+    assert out[:, 0].tolist() == [3, 1, 5]
+    assert seen == [items]
 
 
 def _mixed_texts() -> list[str]:
