@@ -15,6 +15,7 @@ keeps serving.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -52,6 +53,9 @@ from hybridsearch.search import (
     search_result,
 )
 from hybridsearch.search_input import Mode, SearchOptions, check_embedding, validate_options
+from hybridsearch.sync import manage_async, worker_async
+from hybridsearch.sync.status import SyncStatus
+from hybridsearch.sync.worker_async import RoundReport
 
 
 def _prepare(settings: Settings, migrate_schema: bool | None) -> str:
@@ -343,6 +347,91 @@ class AsyncHybridSearch:
         target = await self.get_collection(collection)
         async with checkout(self._pool) as conn:
             return await store_async.delete_documents(conn, target, ids, tenant)
+
+    # -- synced tables (hybridsearch.sync) -----------------------------------------------
+
+    async def sync_table(
+        self,
+        collection: str,
+        table: str,
+        *,
+        id_column: str,
+        text_columns: Sequence[str],
+        metadata_columns: Sequence[str] = (),
+        tenant_column: str | None = None,
+    ) -> int:
+        """Keep ``collection`` in step with an application's ``table`` (``schema.table``).
+
+        From now on the table's INSERT, UPDATE and DELETE statements queue the rows they
+        change, in their own transaction, and :meth:`sync_run` writes them: each row is
+        the document ``str(id)``, its text the text columns joined, its metadata the
+        metadata columns, its tenant the tenant column's value. The rows already there
+        are queued now, in batches that each commit. Returns how many were queued.
+        """
+        columns = manage_async.checked_columns(text_columns, metadata_columns)
+        async with checkout(self._pool) as conn:
+            return await manage_async.sync_table(
+                conn, collection, table, id_column=id_column, tenant_column=tenant_column,
+                text_columns=columns[0], metadata_columns=columns[1],
+            )  # fmt: skip
+
+    async def unsync_table(self, collection: str, table: str) -> bool:
+        """Stop syncing ``table``: its triggers, queue and failures go, the collection's
+        documents stay. False when it was not synced into ``collection``."""
+        async with checkout(self._pool) as conn:
+            return await manage_async.unsync_table(conn, collection, table)
+
+    async def sync_status(self) -> list[SyncStatus]:
+        """Every synced table: collection, columns, queued rows, lag, failed rows."""
+        async with checkout(self._pool) as conn:
+            return await manage_async.status(conn)
+
+    async def sync_retry(self, collection: str | None = None, table: str | None = None) -> int:
+        """Queue the rows that failed again (all, a collection's, or one table's)."""
+        async with checkout(self._pool) as conn:
+            return await manage_async.retry(conn, collection, table)
+
+    async def sync_run(
+        self,
+        *,
+        once: bool = True,
+        batch_size: int = worker_async.BATCH,
+        poll_interval_s: float = worker_async.POLL_INTERVAL_S,
+        stop: threading.Event | None = None,
+        on_round: Callable[[RoundReport], None] | None = None,
+    ) -> RoundReport:
+        """Write the queued rows of every synced table into their collections.
+
+        ``once``: until the queue is drained. Otherwise go on waiting for changes
+        (notified by the triggers, or every ``poll_interval_s``) until ``stop`` is set.
+        The worker has a connection of its own, not one of the pool's. Calibrates each
+        collection it wrote when it is due, as :meth:`add_documents` does.
+        """
+        manage_async.check_batch_size(batch_size)
+        total = RoundReport()
+        conn = await worker_async.connect(self.url)
+        try:
+            async for done in worker_async.rounds(
+                conn,
+                self.embedder,
+                once=once,
+                batch_size=batch_size,
+                max_document_chars=self.settings.max_document_chars,
+                poll_interval_s=poll_interval_s,
+                stop=stop,
+            ):
+                total.add(done)
+                if on_round is not None:
+                    on_round(done)
+                for name in sorted(done.collections):
+                    try:
+                        await self.calibrate(name, force=False)
+                    except HybridSearchError as exc:  # the documents are stored: say so
+                        note = f"{name}: the fusion weights were not calibrated: {exc}"
+                        total.warnings.append(note)
+        finally:
+            await conn.close()
+        return total
 
     # -- search --------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from hybridsearch.params import (
     check_rerank_depth,
 )
 from hybridsearch.server_cli import register_serve_command
+from hybridsearch.sync.cli import register_sync_commands
 from hybridsearch.vector_index_cli import register_vector_index_commands
 
 if TYPE_CHECKING:
@@ -502,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_serve_command(sub)
     register_keys_commands(sub)
     register_eval_commands(sub)
+    register_sync_commands(sub)
     return parser
 
 

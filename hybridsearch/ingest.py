@@ -59,12 +59,16 @@ COPY_STAGING_SQL = (
     " FROM STDIN WITH (FORMAT BINARY)"
 )
 STAGING_TYPES = ["int8", "int4", "text", "jsonb", "vector"]
+# The insert consumes the staging rows it reads: ON COMMIT DELETE ROWS empties the table
+# only at commit, and a transaction may write several batches (a sync worker's round
+# writes each tenant's documents in a savepoint of one transaction).
 INSERT_CHUNKS_SQL = """
+    WITH s AS (DELETE FROM hybridsearch_staging RETURNING *)
     INSERT INTO hybridsearch.chunks (collection_id, document_id, tenant_id, ordinal,
                                      content, metadata, embedding, fts)
     SELECT %s, s.document_id, %s, s.ordinal, s.content, s.metadata, s.embedding,
            hybridsearch.document_tsvector(%s, s.content)
-    FROM hybridsearch_staging s
+    FROM s
 """
 DELETE_DOCUMENTS_SQL = (
     "DELETE FROM hybridsearch.documents"

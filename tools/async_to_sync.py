@@ -42,6 +42,8 @@ PAIRS = (
     ("hybridsearch/db/connection_async.py", "hybridsearch/db/connection.py"),
     ("hybridsearch/db/store_async.py", "hybridsearch/db/store.py"),
     ("hybridsearch/aio.py", "hybridsearch/client.py"),
+    ("hybridsearch/sync/manage_async.py", "hybridsearch/sync/manage.py"),
+    ("hybridsearch/sync/worker_async.py", "hybridsearch/sync/worker.py"),
 )
 
 #: Async names and their sync counterparts.
@@ -55,8 +57,10 @@ NAMES = {
     "__aexit__": "__exit__",
     "asynccontextmanager": "contextmanager",
     "connection_async": "connection",
+    "manage_async": "manage",
     "register_vector_async": "register_vector",
     "store_async": "store",
+    "worker_async": "worker",
 }
 
 ASYNC_BLOCK = re.compile(r"(?P<indent> *)if True:  # ASYNC\b.*\n")

@@ -21,11 +21,91 @@ depends_on = None
 
 
 def _upgrade_sync() -> None:
-    """Tables behind hybridsearch.sync_table: the synced tables, their queue, failures."""
+    """Tables behind hybridsearch.sync_table: the synced tables, their queue, failures.
+
+    The application's triggers (hybridsearch.sync_enqueue) insert into sync_queue in the
+    application's own transaction, so the queue has no foreign key and no check that could
+    fail that insert; ``hybridsearch sync run`` claims its rows with FOR UPDATE SKIP LOCKED.
+    A collection cannot be dropped while a table is synced into it (unsync it first):
+    cascading would leave the application's triggers queueing for nothing.
+    """
+    op.execute(
+        """
+        CREATE TABLE hybridsearch.synced_tables (
+            sync_id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            collection_id    integer NOT NULL
+                             REFERENCES hybridsearch.collections (collection_id),
+            -- by name, not regclass: pg_upgrade refuses reg* columns in user tables
+            table_schema     text NOT NULL,
+            table_name       text NOT NULL,
+            id_column        text NOT NULL,
+            text_columns     text[] NOT NULL CHECK (cardinality(text_columns) > 0),
+            metadata_columns text[] NOT NULL DEFAULT '{}',
+            tenant_column    text,
+            -- the backfill's keyset cursor: the last id it queued (hybridsearch.sync_backfill)
+            backfill_after   text,
+            backfill_done    boolean NOT NULL DEFAULT false,
+            created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            UNIQUE (collection_id, table_schema, table_name)
+        )
+        """
+    )
+    op.execute(
+        """
+        CREATE TABLE hybridsearch.sync_queue (
+            entry_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            sync_id     integer NOT NULL,
+            row_id      text NOT NULL,
+            tenant_id   text NOT NULL,
+            -- I(nsert), U(pdate), D(elete), B(ackfill), R(etry): for the record only; the
+            -- worker reads the row as it is now and writes or deletes the document
+            operation   "char" NOT NULL,
+            -- the enqueuing transaction's start
+            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+        )
+        """
+    )
+    op.execute("CREATE INDEX sync_queue_sync_id_idx ON hybridsearch.sync_queue (sync_id)")
+    op.execute(
+        """
+        CREATE TABLE hybridsearch.sync_failures (
+            sync_id   integer NOT NULL
+                      REFERENCES hybridsearch.synced_tables (sync_id) ON DELETE CASCADE,
+            row_id    text NOT NULL,
+            tenant_id text NOT NULL,
+            error     text NOT NULL,
+            failed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            PRIMARY KEY (sync_id, row_id, tenant_id)
+        )
+        """
+    )
 
 
 def _downgrade_sync() -> None:
-    """Remove every trigger sync_table installed, then the sync tables."""
+    """Remove every trigger sync_table installed, then the sync tables.
+
+    Runs before the previous revision's functions replace these: the triggers depend on
+    hybridsearch.sync_enqueue, which cannot be dropped while they exist.
+    """
+    op.execute(
+        """
+        DO $$
+        DECLARE
+            v_trigger record;
+        BEGIN
+            FOR v_trigger IN
+                SELECT t.tgname, t.tgrelid::regclass AS relation
+                FROM pg_catalog.pg_trigger AS t
+                WHERE t.tgfoid = pg_catalog.to_regprocedure('hybridsearch.sync_enqueue()')
+            LOOP
+                EXECUTE format('DROP TRIGGER %I ON %s', v_trigger.tgname, v_trigger.relation);
+            END LOOP;
+        END;
+        $$
+        """
+    )
+    op.execute("DROP TABLE hybridsearch.sync_failures, hybridsearch.sync_queue")
+    op.execute("DROP TABLE hybridsearch.synced_tables")
 
 
 def _upgrade_keys() -> None:
@@ -71,7 +151,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Functions first: the previous revision's functions do not use these tables.
+    # The synced tables' triggers go first: they call a function of this revision, which
+    # the previous revision's functions would drop. Then functions: the previous
+    # revision's functions do not use these tables.
+    _downgrade_sync()
     install_functions(down_revision)
     _downgrade_keys()
-    _downgrade_sync()

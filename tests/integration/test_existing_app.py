@@ -1,5 +1,6 @@
 """The example in examples/existing_app: an application with its own alembic history adds
-hybridsearch to its database, indexes its rows and joins search results back to them."""
+hybridsearch to its database, syncs its table (its own writes keep the collection right)
+and joins search results back to its rows."""
 
 from __future__ import annotations
 
@@ -86,14 +87,16 @@ def app_hs(app_url: str, settings: Settings) -> Iterator[HybridSearch]:
 
 
 @pytest.fixture(scope="module")
-def indexed(engine: Engine, app_hs: HybridSearch, app_modules: Any) -> dict[str, int]:
-    """The articles inserted by the application and indexed; title → primary key."""
+def indexed(engine: Engine, app_hs: HybridSearch, app_modules: Any, app_url: str) -> dict[str, int]:
+    """The articles inserted by the application after it synced its table, and written
+    by the worker (the real default embedding model); title → primary key."""
+    assert app_modules.search.sync_articles(app_hs) == 0  # nothing there yet
     Article = app_modules.models.Article
     with Session(engine) as session, session.begin():
         session.add_all(Article(title=t, body=b, section=s) for t, b, s in ARTICLES)
+    report = app_modules.search.run_worker(app_hs)
+    assert (report.written, report.failed) == (len(ARTICLES), 0)
     with Session(engine) as session:
-        report = app_modules.search.index_articles(app_hs, session)
-        assert (report.added, report.unchanged) == (len(ARTICLES), 0)
         return {a.title: a.id for a in session.scalars(select(Article))}
 
 
@@ -116,6 +119,56 @@ def test_two_histories_share_the_database(engine: Engine, app_url: str, app_modu
 def test_the_example_command_line_searches(indexed: dict[str, int], app_url: str) -> None:
     out = _run(["-m", "articles", "search", "sourdough starter"], app_url)
     assert out.splitlines()[0] == f"1\t{indexed['Sourdough at home']}\tSourdough at home"
+
+
+def _stored(app_hs: HybridSearch, engine: Engine) -> dict[str, tuple[str, Any]]:
+    """external id → (content hash, metadata) of the articles collection."""
+    with Session(engine) as session:
+        documents = session.scalars(
+            select(tables.DocumentRow)
+            .join(tables.CollectionRow)
+            .where(tables.CollectionRow.name == "articles")
+        ).all()
+        return {d.external_id: (d.content_hash, d.metadata_) for d in documents}
+
+
+def test_the_applications_own_writes_keep_the_collection_right(
+    engine: Engine, indexed: dict[str, int], app_hs: HybridSearch, app_modules: Any
+) -> None:
+    Article = app_modules.models.Article
+    search = app_modules.search
+    before = _stored(app_hs, engine)
+    with Session(engine) as session:  # rolled back: queues nothing
+        session.add(Article(title="Never saved", body="Rolled back.", section="x"))
+        session.flush()
+        session.rollback()
+    with Session(engine) as session, session.begin():
+        session.get(Article, indexed["Sourdough at home"]).body = "Rye flour and a long rise."
+        session.get(Article, indexed["Cats and their purring"]).published = False  # not synced
+        added = Article(title="Kimchi", body="Napa cabbage ferments with salt.", section="food")
+        session.add(added)
+        session.flush()
+        added_id = str(added.id)
+    status = app_hs.sync_status()
+    assert [(s.table, s.queued) for s in status] == [("public.articles", 2)]
+    report = search.run_worker(app_hs)
+    assert (report.written, report.deleted, report.failed) == (2, 0, 0)
+    after = _stored(app_hs, engine)
+    assert set(after) == set(before) | {added_id}
+    sourdough = str(indexed["Sourdough at home"])
+    assert after[sourdough][0] != before[sourdough][0]
+    assert after[added_id][1] == {"section": "food"}
+    with Session(engine) as session:
+        assert search.search_articles(app_hs, session, "cabbage")[0].article.title == "Kimchi"
+        session.get(Article, indexed["Cats and their purring"]).published = True
+        session.delete(session.get(Article, int(added_id)))
+        session.commit()
+    assert search.run_worker(app_hs).deleted == 1
+    assert set(_stored(app_hs, engine)) == set(before)
+    with Session(engine) as session, session.begin():
+        session.get(Article, indexed["Sourdough at home"]).body = ARTICLES[1][1]
+    search.run_worker(app_hs)
+    assert _stored(app_hs, engine) == before
 
 
 def test_rows_are_indexed_under_their_primary_keys(
@@ -230,6 +283,9 @@ def test_models_match_the_installed_schema(engine: Engine) -> None:
     inspector = inspect(engine)
     installed = set(inspector.get_table_names(schema=tables.SCHEMA)) - {"alembic_version"}
     installed = {t for t in installed if not t.startswith("chunks_")}  # per-collection partitions
+    # Plumbing read through functions, never joined by an application: the sync queue
+    # (hybridsearch.sync_status()) and the API keys' salted hashes.
+    installed -= {"synced_tables", "sync_queue", "sync_failures", "api_keys"}
     mapped = {t.name for t in tables.metadata.sorted_tables}
     assert mapped == installed
     for table in tables.metadata.sorted_tables:

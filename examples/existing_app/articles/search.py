@@ -1,24 +1,29 @@
-"""Index the application's articles in hybridsearch and search them as Article rows.
+"""Keep the application's articles searchable and search them as Article rows.
 
-Each article is one hybridsearch document whose external id is the article's primary
-key, so search results join back to ``articles`` in SQL: fused candidates, the best
-chunk per article, the application's own conditions and the rows, in one query.
+The application declares once that ``articles`` is synced into a collection
+(:func:`sync_articles`); from then on its ordinary INSERT, UPDATE and DELETE statements
+queue the rows they change, and the worker (``hybridsearch sync run``, or
+:func:`run_worker`) writes them. Each article is one hybridsearch document whose external
+id is the article's primary key, so search results join back to ``articles`` in SQL:
+fused candidates, the best chunk per article, the application's own conditions and the
+rows, in one query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from articles.models import Article
-from hybridsearch import Collection, CollectionNotFoundError, Document, HybridSearch, IngestReport
+from hybridsearch import Collection, CollectionNotFoundError, HybridSearch
 from hybridsearch.db import tables
 from hybridsearch.search_input import validate_query
+from hybridsearch.sync.worker import RoundReport
 
 COLLECTION = "articles"
+TABLE = "public.articles"
 
 
 @dataclass(frozen=True)
@@ -35,23 +40,23 @@ def ensure_collection(hs: HybridSearch) -> Collection:
         return hs.create_collection(COLLECTION)
 
 
-def as_document(article: Article) -> Document:
-    return Document(
-        id=str(article.id),
-        text=f"{article.title}\n\n{article.body}",
-        metadata={"section": article.section},
+def sync_articles(hs: HybridSearch) -> int:
+    """Sync the articles table into the collection (the title and body are the text, the
+    section the metadata); the rows already there are queued. Declaring it again is
+    harmless. Returns how many rows were queued."""
+    ensure_collection(hs)
+    return hs.sync_table(
+        COLLECTION,
+        TABLE,
+        id_column="id",
+        text_columns=["title", "body"],
+        metadata_columns=["section"],
     )
 
 
-def index_articles(hs: HybridSearch, session: Session) -> IngestReport:
-    """Index every article; unchanged ones are skipped (content hash), so re-runs are cheap."""
-    ensure_collection(hs)
-    articles = session.scalars(select(Article).order_by(Article.id))
-    return hs.add_documents(COLLECTION, (as_document(a) for a in articles))
-
-
-def unindex_articles(hs: HybridSearch, ids: Iterable[int]) -> int:
-    return hs.delete_documents(COLLECTION, [str(i) for i in ids])
+def run_worker(hs: HybridSearch) -> RoundReport:
+    """Write every queued article change into the collection, then return."""
+    return hs.sync_run(once=True)
 
 
 def search_articles(
