@@ -123,7 +123,7 @@ def test_dockerfile_runs_the_server_as_a_non_root_user(
 
 def test_compose_runs_database_migration_and_api(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"db", "migrate", "api"}
+    assert set(services) == {"db", "migrate", "admin-key", "api"}
     assert re.fullmatch(r"pgvector/pgvector:pg1[78]", services["db"]["image"])
     assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
 
@@ -134,10 +134,16 @@ def test_compose_runs_database_migration_and_api(compose: dict[str, Any]) -> Non
     assert api["depends_on"] == {
         "db": {"condition": "service_healthy"},
         "migrate": {"condition": "service_completed_successfully"},
+        "admin-key": {"condition": "service_completed_successfully"},
     }
     assert "/ready" in api["healthcheck"]["test"][-1]
     assert api["ports"][0].endswith(":8000")
-    assert migrate["build"] == api["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+    assert (
+        migrate["build"]
+        == api["build"]
+        == services["admin-key"]["build"]
+        == {"context": "..", "dockerfile": "docker/Dockerfile"}
+    )
     assert (DOCKER / api["build"]["context"] / api["build"]["dockerfile"]).is_file()
 
 
@@ -153,10 +159,27 @@ def test_compose_configures_everything_through_environment_variables(
     assert db_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")  # no default password
 
     known = set()
-    for module in ("config.py", "server_cli.py"):
+    for module in ("config.py", "server_cli.py", "server_options.py"):
         source = (REPO / "hybridsearch" / module).read_text(encoding="utf-8")
         known |= set(re.findall(r'"(HYBRIDSEARCH_[A-Z_]+)"', source))
     for name, service in services.items():
         for variable in service.get("environment", {}):
             if variable.startswith("HYBRIDSEARCH_"):
                 assert variable in known, f"{name}: {variable} is not a hybridsearch setting"
+
+
+def test_compose_api_requires_an_admin_key_from_the_environment(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    admin_key, api = services["admin-key"], services["api"]
+    # registered from the environment, with no default: compose refuses to start without it
+    command = admin_key["command"]
+    assert command[:5] == ["hybridsearch", "keys", "create", "--scope", "admin"]
+    variable = command[command.index("--key-from-env") + 1]
+    assert admin_key["environment"][variable].startswith(f"${{{variable}:?")
+    assert admin_key["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    assert admin_key["restart"] == "no"
+    # the API requires keys whatever the key table holds, and its healthcheck carries one
+    assert api["environment"]["HYBRIDSEARCH_REQUIRE_AUTH"] == "1"
+    assert api["environment"][variable] == admin_key["environment"][variable]
+    probe = api["healthcheck"]["test"][-1]
+    assert "/ready" in probe and f"'Bearer ' + os.environ['{variable}']" in probe
