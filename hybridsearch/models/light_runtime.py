@@ -67,19 +67,25 @@ class LightTokenizer:
     """``tokenizer.json`` with transformers' call-time settings: longest-first truncation on
     the right to a length, no padding (done here, to the batch's longest, on the right).
 
-    A ``tokenizers.Tokenizer`` holds its truncation setting, so each length gets its own copy:
-    threads asking for different lengths never change each other's.
+    A ``tokenizers.Tokenizer`` holds its truncation setting, so each length gets its own copy
+    (the one loaded serves ``max_seq_length``, the usual length): threads asking for different
+    lengths never change each other's.
     """
 
     def __init__(self, spec: TokenizerSpec, tokenizer: Tokenizer) -> None:
         self.spec = spec
-        self._base = tokenizer.to_str()
         pad_id = tokenizer.token_to_id(spec.pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {spec.pad_token!r} is not in {spec.path}")
         self._pad_id = pad_id
-        self._by_length: dict[int, Tokenizer] = {}
+        self._by_length = {spec.max_seq_length: self._configured(tokenizer, spec.max_seq_length)}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _configured(tokenizer: Tokenizer, limit: int) -> Tokenizer:
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(limit, strategy="longest_first", direction="right")
+        return tokenizer
 
     def _for(self, max_length: int | None) -> Tokenizer:
         from tokenizers import Tokenizer
@@ -88,9 +94,8 @@ class LightTokenizer:
         with self._lock:
             tokenizer = self._by_length.get(limit)
             if tokenizer is None:
-                tokenizer = Tokenizer.from_str(self._base)
-                tokenizer.no_padding()
-                tokenizer.enable_truncation(limit, strategy="longest_first", direction="right")
+                base = self._by_length[self.spec.max_seq_length]
+                tokenizer = self._configured(Tokenizer.from_str(base.to_str()), limit)
                 self._by_length[limit] = tokenizer
         return tokenizer
 
