@@ -197,7 +197,9 @@ def test_int8_embeddings_rank_like_torch(
     assert (top["onnx-int8"] == top["torch"]).all(), top
 
 
-def test_backend_runs_on_onnx_runtime_and_is_shared_per_backend(onnx_cache: Path) -> None:
+def test_backend_runs_on_onnx_runtime_and_is_shared_per_backend(tmp_path: Path) -> None:
+    # a cache of its own: the first load of an export goes through sentence-transformers
+    onnx_cache = tmp_path / "onnx"
     torch_model = Embedder(str(minilm_path()), backend="torch").load()
     onnx_model = _embedder("onnx", onnx_cache).load()
     int8_model = _embedder("onnx-int8", onnx_cache).load()
