@@ -404,12 +404,13 @@ class AsyncHybridSearch:
 
         ``once``: until the queue is drained. Otherwise go on waiting for changes
         (notified by the triggers, or every ``poll_interval_s``) until ``stop`` is set.
-        The worker has a connection of its own, not one of the pool's. Calibrates each
+        The worker has connections of its own, not the pool's. Calibrates each
         collection it wrote when it is due, as :meth:`add_documents` does.
         """
         manage_async.check_batch_size(batch_size)
         total = RoundReport()
         conn = await worker_async.connect(self.url)
+        cache = await worker_async.connect(self.url, listen=False)
         try:
             async for done in worker_async.rounds(
                 conn,
@@ -419,6 +420,7 @@ class AsyncHybridSearch:
                 max_document_chars=self.settings.max_document_chars,
                 poll_interval_s=poll_interval_s,
                 stop=stop,
+                cache=cache,
             ):
                 total.add(done)
                 if on_round is not None:
@@ -431,6 +433,7 @@ class AsyncHybridSearch:
                         total.warnings.append(note)
         finally:
             await conn.close()
+            await cache.close()
         return total
 
     # -- search --------------------------------------------------------------------------

@@ -370,12 +370,13 @@ class HybridSearch:
 
         ``once``: until the queue is drained. Otherwise go on waiting for changes
         (notified by the triggers, or every ``poll_interval_s``) until ``stop`` is set.
-        The worker has a connection of its own, not one of the pool's. Calibrates each
+        The worker has connections of its own, not the pool's. Calibrates each
         collection it wrote when it is due, as :meth:`add_documents` does.
         """
         manage.check_batch_size(batch_size)
         total = RoundReport()
         conn = worker.connect(self.url)
+        cache = worker.connect(self.url, listen=False)
         try:
             for done in worker.rounds(
                 conn,
@@ -385,6 +386,7 @@ class HybridSearch:
                 max_document_chars=self.settings.max_document_chars,
                 poll_interval_s=poll_interval_s,
                 stop=stop,
+                cache=cache,
             ):
                 total.add(done)
                 if on_round is not None:
@@ -397,6 +399,7 @@ class HybridSearch:
                         total.warnings.append(note)
         finally:
             conn.close()
+            cache.close()
         return total
 
     # -- search --------------------------------------------------------------------------

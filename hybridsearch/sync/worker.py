@@ -18,6 +18,7 @@ no-op by content hash, so an entry processed twice costs a hash lookup.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from hybridsearch import ingest
 from hybridsearch.collections import Collection
 from hybridsearch.db import store
 from hybridsearch.db.connection import Connection, configure_connection
-from hybridsearch.errors import DatabaseError, DocumentError, from_database_error
+from hybridsearch.errors import DatabaseError, DocumentError, HybridSearchError, from_database_error
 from hybridsearch.ingest import Document, validate_document
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.sync import queue
@@ -43,6 +45,15 @@ BATCH = 64
 POLL_INTERVAL_S = 5.0
 #: Seconds to wait before claiming again when every claimed row was another worker's.
 _BUSY_PAUSE_S = 0.05
+#: SQLSTATEs after which the round is tried again instead of its rows recorded as
+#: failed: deadlock, serialization failure, lock not available.
+TRANSIENT = frozenset(("40P01", "40001", "55P03"))
+
+
+def transient(error: BaseException) -> bool:
+    """Whether ``error`` (or the database error behind it) passes if tried again."""
+    cause = error if isinstance(error, psycopg.Error) else error.__cause__
+    return isinstance(cause, psycopg.Error) and cause.sqlstate in TRANSIENT
 
 
 @dataclass
@@ -58,13 +69,16 @@ class RoundReport:
     failed: int = 0
     #: rows queued by a backfill step
     backfilled: int = 0
+    #: rounds rolled back by a deadlock and tried again
+    retried: int = 0
     #: collections that gained or changed documents
     collections: set[str] = field(default_factory=set)
     #: what the caller should know (a calibration that failed after a write)
     warnings: list[str] = field(default_factory=list)
 
     def add(self, other: RoundReport) -> None:
-        for name in ("claimed", "skipped", "written", "unchanged", "deleted", "failed"):
+        counts = ("claimed", "skipped", "written", "unchanged", "deleted", "failed", "retried")
+        for name in counts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.backfilled += other.backfilled
         self.collections |= other.collections
@@ -77,14 +91,16 @@ class RoundReport:
         )
 
 
-def connect(url: str) -> Connection:
-    """The worker's own connection (autocommit, pgvector registered, listening)."""
+def connect(url: str, *, listen: bool = True) -> Connection:
+    """A connection of the worker's own (autocommit, pgvector registered): its rounds'
+    (listening for the triggers' notifications), or, ``listen=False``, its cache's."""
     try:
         conn = psycopg.Connection.connect(url, autocommit=True)
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"could not connect to the database: {exc}") from exc
     configure_connection(conn)
-    conn.execute(queue.LISTEN_SQL)
+    if listen:
+        conn.execute(queue.LISTEN_SQL)
     return conn
 
 
@@ -125,6 +141,30 @@ def _read_rows(
     return rows
 
 
+def _embed_ahead(
+    cache: Connection | None,
+    collection: Collection,
+    embedder: Embedder,
+    documents: list[Document],
+) -> None:
+    """Embed the documents' chunks into the embedding cache on ``cache``, an autocommit
+    connection, before the round writes anything: its cache rows commit at once, so the
+    round's own transaction only reads them, and two workers that embed the same text
+    never wait on each other's uncommitted cache rows (a deadlock, once each holds some).
+    A failure here is left for the write, which records it per document."""
+    if cache is None:
+        return
+    latest = {d.id: d for d in documents}
+    try:
+        prepared, _ = ingest.plan_batch(latest, {}, collection)
+        texts = [text for p in prepared for text in p.chunks]
+        prompt = collection.settings.document_prompt
+        store.embed_with_cache(cache, embedder, texts, document_prompt=prompt)
+    except Exception:  # the write below meets the same error and records it
+        if cache.broken:
+            raise
+
+
 def _write(
     conn: Connection,
     collection: Collection,
@@ -147,7 +187,7 @@ def _write(
                 tenant=tenant,
             )
     except Exception as exc:  # a model's errors come in many types: record, don't stop
-        if conn.broken:
+        if conn.broken or transient(exc):
             raise
         if len(documents) == 1:
             failures[documents[0].id] = queue.describe(exc)
@@ -168,6 +208,7 @@ def _apply(
     embedder_for: EmbedderFor,
     max_document_chars: int,
     report: RoundReport,
+    cache: Connection | None,
 ) -> None:
     """Bring one synced table's claimed rows into its collection; record the failures."""
     row_ids = list(dict.fromkeys(e.row_id for e in entries))
@@ -191,6 +232,7 @@ def _apply(
             except DocumentError as exc:
                 failures[document.id] = queue.describe(exc)
         if valid:
+            _embed_ahead(cache, collection, embedder_for(collection), valid)
             _write(conn, collection, embedder_for, valid, tenant, report, failures)
     tenant_of = {e.row_id: e.tenant for e in entries} | {r: rows[r].tenant for r in rows}
     try:
@@ -216,8 +258,12 @@ def run_round(
     *,
     batch_size: int = BATCH,
     max_document_chars: int = 2_000_000,
+    cache: Connection | None = None,
 ) -> RoundReport:
-    """Claim up to ``batch_size`` queue entries and apply them, in one transaction."""
+    """Claim up to ``batch_size`` queue entries and apply them, in one transaction.
+
+    ``cache``: a second autocommit connection for the embedding cache (see
+    :func:`_embed_ahead`); without it the round embeds inside its transaction."""
     report = RoundReport()
     try:
         with conn.transaction():
@@ -237,7 +283,7 @@ def run_round(
                 spec = specs.get(sync_id)
                 if spec is not None:  # else unsynced since: nothing to write
                     group = [e for e in mine if e.sync_id == sync_id]
-                    _apply(conn, spec, group, embedder_for, max_document_chars, report)
+                    _apply(conn, spec, group, embedder_for, max_document_chars, report, cache)
             conn.execute(queue.DELETE_ENTRIES_SQL, ([e.entry_id for e in mine],))
     except psycopg.Error as exc:
         raise from_database_error(exc, "syncing queued rows") from exc
@@ -265,17 +311,30 @@ def rounds(
     max_document_chars: int = 2_000_000,
     poll_interval_s: float = POLL_INTERVAL_S,
     stop: threading.Event | None = None,
+    cache: Connection | None = None,
 ) -> Iterator[RoundReport]:
     """Run rounds on ``conn`` (from :func:`connect`), yielding each one's report.
 
     ``once``: stop when the queue has nothing left to claim and every backfill is done.
     Otherwise wait for a notification (or ``poll_interval_s``) and go on, until
-    ``stop`` is set; a round in progress is finished first.
+    ``stop`` is set; a round in progress is finished first. A round that meets a
+    deadlock is rolled back and tried again (its report counts it in ``retried``).
     """
     while stop is None or not stop.is_set():
-        done = run_round(
-            conn, embedder_for, batch_size=batch_size, max_document_chars=max_document_chars
-        )
+        try:
+            done = run_round(
+                conn,
+                embedder_for,
+                batch_size=batch_size,
+                max_document_chars=max_document_chars,
+                cache=cache,
+            )
+        except HybridSearchError as exc:
+            if not transient(exc):
+                raise
+            yield RoundReport(retried=1)
+            time.sleep(random.uniform(0, 2 * _BUSY_PAUSE_S))
+            continue
         done.backfilled = backfill_step(conn)
         yield done
         if done.claimed > done.skipped or done.backfilled:

@@ -17,6 +17,7 @@ no-op by content hash, so an entry processed twice costs a hash lookup.
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -24,10 +25,11 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from hybridsearch import ingest
 from hybridsearch.collections import Collection
 from hybridsearch.db import store_async
 from hybridsearch.db.connection_async import AsyncConnection, configure_connection
-from hybridsearch.errors import DatabaseError, DocumentError, from_database_error
+from hybridsearch.errors import DatabaseError, DocumentError, HybridSearchError, from_database_error
 from hybridsearch.ingest import Document, validate_document
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.sync import queue
@@ -42,6 +44,15 @@ BATCH = 64
 POLL_INTERVAL_S = 5.0
 #: Seconds to wait before claiming again when every claimed row was another worker's.
 _BUSY_PAUSE_S = 0.05
+#: SQLSTATEs after which the round is tried again instead of its rows recorded as
+#: failed: deadlock, serialization failure, lock not available.
+TRANSIENT = frozenset(("40P01", "40001", "55P03"))
+
+
+def transient(error: BaseException) -> bool:
+    """Whether ``error`` (or the database error behind it) passes if tried again."""
+    cause = error if isinstance(error, psycopg.Error) else error.__cause__
+    return isinstance(cause, psycopg.Error) and cause.sqlstate in TRANSIENT
 
 
 @dataclass
@@ -57,13 +68,16 @@ class RoundReport:
     failed: int = 0
     #: rows queued by a backfill step
     backfilled: int = 0
+    #: rounds rolled back by a deadlock and tried again
+    retried: int = 0
     #: collections that gained or changed documents
     collections: set[str] = field(default_factory=set)
     #: what the caller should know (a calibration that failed after a write)
     warnings: list[str] = field(default_factory=list)
 
     def add(self, other: RoundReport) -> None:
-        for name in ("claimed", "skipped", "written", "unchanged", "deleted", "failed"):
+        counts = ("claimed", "skipped", "written", "unchanged", "deleted", "failed", "retried")
+        for name in counts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.backfilled += other.backfilled
         self.collections |= other.collections
@@ -76,14 +90,16 @@ class RoundReport:
         )
 
 
-async def connect(url: str) -> AsyncConnection:
-    """The worker's own connection (autocommit, pgvector registered, listening)."""
+async def connect(url: str, *, listen: bool = True) -> AsyncConnection:
+    """A connection of the worker's own (autocommit, pgvector registered): its rounds'
+    (listening for the triggers' notifications), or, ``listen=False``, its cache's."""
     try:
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"could not connect to the database: {exc}") from exc
     await configure_connection(conn)
-    await conn.execute(queue.LISTEN_SQL)
+    if listen:
+        await conn.execute(queue.LISTEN_SQL)
     return conn
 
 
@@ -124,6 +140,30 @@ async def _read_rows(
     return rows
 
 
+async def _embed_ahead(
+    cache: AsyncConnection | None,
+    collection: Collection,
+    embedder: Embedder,
+    documents: list[Document],
+) -> None:
+    """Embed the documents' chunks into the embedding cache on ``cache``, an autocommit
+    connection, before the round writes anything: its cache rows commit at once, so the
+    round's own transaction only reads them, and two workers that embed the same text
+    never wait on each other's uncommitted cache rows (a deadlock, once each holds some).
+    A failure here is left for the write, which records it per document."""
+    if cache is None:
+        return
+    latest = {d.id: d for d in documents}
+    try:
+        prepared, _ = await asyncio.to_thread(ingest.plan_batch, latest, {}, collection)
+        texts = [text for p in prepared for text in p.chunks]
+        prompt = collection.settings.document_prompt
+        await store_async.embed_with_cache(cache, embedder, texts, document_prompt=prompt)
+    except Exception:  # the write below meets the same error and records it
+        if cache.broken:
+            raise
+
+
 async def _write(
     conn: AsyncConnection,
     collection: Collection,
@@ -146,7 +186,7 @@ async def _write(
                 tenant=tenant,
             )
     except Exception as exc:  # a model's errors come in many types: record, don't stop
-        if conn.broken:
+        if conn.broken or transient(exc):
             raise
         if len(documents) == 1:
             failures[documents[0].id] = queue.describe(exc)
@@ -167,6 +207,7 @@ async def _apply(
     embedder_for: EmbedderFor,
     max_document_chars: int,
     report: RoundReport,
+    cache: AsyncConnection | None,
 ) -> None:
     """Bring one synced table's claimed rows into its collection; record the failures."""
     row_ids = list(dict.fromkeys(e.row_id for e in entries))
@@ -190,6 +231,7 @@ async def _apply(
             except DocumentError as exc:
                 failures[document.id] = queue.describe(exc)
         if valid:
+            await _embed_ahead(cache, collection, embedder_for(collection), valid)
             await _write(conn, collection, embedder_for, valid, tenant, report, failures)
     tenant_of = {e.row_id: e.tenant for e in entries} | {r: rows[r].tenant for r in rows}
     try:
@@ -215,8 +257,12 @@ async def run_round(
     *,
     batch_size: int = BATCH,
     max_document_chars: int = 2_000_000,
+    cache: AsyncConnection | None = None,
 ) -> RoundReport:
-    """Claim up to ``batch_size`` queue entries and apply them, in one transaction."""
+    """Claim up to ``batch_size`` queue entries and apply them, in one transaction.
+
+    ``cache``: a second autocommit connection for the embedding cache (see
+    :func:`_embed_ahead`); without it the round embeds inside its transaction."""
     report = RoundReport()
     try:
         async with conn.transaction():
@@ -236,7 +282,7 @@ async def run_round(
                 spec = specs.get(sync_id)
                 if spec is not None:  # else unsynced since: nothing to write
                     group = [e for e in mine if e.sync_id == sync_id]
-                    await _apply(conn, spec, group, embedder_for, max_document_chars, report)
+                    await _apply(conn, spec, group, embedder_for, max_document_chars, report, cache)
             await conn.execute(queue.DELETE_ENTRIES_SQL, ([e.entry_id for e in mine],))
     except psycopg.Error as exc:
         raise from_database_error(exc, "syncing queued rows") from exc
@@ -264,17 +310,30 @@ async def rounds(
     max_document_chars: int = 2_000_000,
     poll_interval_s: float = POLL_INTERVAL_S,
     stop: threading.Event | None = None,
+    cache: AsyncConnection | None = None,
 ) -> AsyncIterator[RoundReport]:
     """Run rounds on ``conn`` (from :func:`connect`), yielding each one's report.
 
     ``once``: stop when the queue has nothing left to claim and every backfill is done.
     Otherwise wait for a notification (or ``poll_interval_s``) and go on, until
-    ``stop`` is set; a round in progress is finished first.
+    ``stop`` is set; a round in progress is finished first. A round that meets a
+    deadlock is rolled back and tried again (its report counts it in ``retried``).
     """
     while stop is None or not stop.is_set():
-        done = await run_round(
-            conn, embedder_for, batch_size=batch_size, max_document_chars=max_document_chars
-        )
+        try:
+            done = await run_round(
+                conn,
+                embedder_for,
+                batch_size=batch_size,
+                max_document_chars=max_document_chars,
+                cache=cache,
+            )
+        except HybridSearchError as exc:
+            if not transient(exc):
+                raise
+            yield RoundReport(retried=1)
+            await asyncio.to_thread(time.sleep, random.uniform(0, 2 * _BUSY_PAUSE_S))
+            continue
         done.backfilled = await backfill_step(conn)
         yield done
         if done.claimed > done.skipped or done.backfilled:

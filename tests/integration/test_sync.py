@@ -81,9 +81,13 @@ def _sync(conn: psycopg.Connection, **columns: Any) -> int:
 
 def _drain(url: str, max_chars: int = 2_000_000) -> worker.RoundReport:
     total = worker.RoundReport()
-    with worker.connect(url) as wconn:
+    with worker.connect(url) as wconn, worker.connect(url, listen=False) as cache:
         for done in worker.rounds(
-            wconn, lambda c: HashEmbedder(c.dimensions), once=True, max_document_chars=max_chars
+            wconn,
+            lambda c: HashEmbedder(c.dimensions),
+            once=True,
+            max_document_chars=max_chars,
+            cache=cache,
         ):
             total.add(done)
     return total
@@ -405,3 +409,36 @@ def test_the_async_client(db: str, conn: psycopg.Connection, settings: Settings)
             assert await hs.unsync_table("notes", TABLE) is True
 
     asyncio.run(main())
+
+
+def test_the_cli_worker_waits_for_changes_and_exits_cleanly_on_sigterm(
+    db: str, conn: psycopg.Connection, collection: Collection
+) -> None:
+    """`hybridsearch sync run` without --once: it writes what the triggers queue (woken
+    by their notification), and SIGTERM ends it with status 0."""
+    import signal
+    import time
+
+    _sync(conn, metadata_columns=[], tenant_column=None)
+    env = {**os.environ, "HYBRIDSEARCH_DATABASE_URL": db}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hybridsearch.cli", "sync", "run", "--poll-interval", "600"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        # The collection's model is the test's hash "model", which the worker cannot
+        # load: each row is recorded as failed, which shows that the worker took it.
+        for failed, row in enumerate(("first", "second"), start=1):
+            conn.execute("INSERT INTO notes (id, title) VALUES (%s, %s)", (failed, row))
+            # the second only by the triggers' notification: the poll interval is 600 s
+            while manage.status(conn)[0].failed != failed:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out.splitlines()[-1] == "sync: 0 written, 0 unchanged, 0 deleted, 2 failed (stopped)"
+    assert "reliability-hash" in manage.status(conn)[0].failures[0].error
