@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from hybridsearch.models.reranker import Reranker
 from hybridsearch.models.resolve import configure_torch_threads, packaged_minilm_path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))  # for tests.model_fixtures
 DATA = REPO.parent / "shared" / "data" / "scifact"
 RERANK_DEPTH = 50
 Vectors = npt.NDArray[np.float32]

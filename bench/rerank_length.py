@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
 from suite.timing import interleaved, summary
+from transformers import AutoTokenizer
 
 from hybridsearch import HybridSearch, Settings
 from hybridsearch.eval.beir import load_qrels, load_queries
@@ -41,6 +43,7 @@ from hybridsearch.models.reranker import Reranker
 from hybridsearch.search import rerank_order
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))  # for tests.model_fixtures
 DATA = REPO.parent / "shared" / "data" / "scifact"
 LENGTHS = (64, 128, 192, 256, 320, 384, 512)
 BATCHES = (8, 16, 32)
@@ -118,7 +121,7 @@ def main() -> None:
     own_limit = Reranker(args.reranker).load().max_seq_length
     rerankers = {n: Reranker(args.reranker, max_length=n) for n in LENGTHS if n <= own_limit}
     timing_model_path = timing_model()
-    tokenizer = Reranker(timing_model_path).load().tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(timing_model_path)
     lengths = np.array(
         [
             len(tokenizer(queries[qid], hit.text, truncation=False)["input_ids"])

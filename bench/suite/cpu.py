@@ -72,22 +72,6 @@ def torch_threads(n: int) -> Iterator[None]:
         resolve_log.setLevel(level)
 
 
-def runtime(model: Any, configured: str) -> str:
-    """The runtime a loaded model really runs on: ``torch``, ``onnx`` or ``onnx-int8``.
-
-    ``configured`` is the runner's backend name; a name that picks a runtime itself
-    (``auto``) is resolved by looking for the ONNX stand-in in the loaded model.
-    """
-    if configured in ("torch", "onnx", "onnx-int8"):
-        return configured
-    from hybridsearch.models.onnx_runtime import OnnxTransformerModel
-
-    for module in model.modules():
-        if isinstance(module, OnnxTransformerModel):
-            return "onnx-int8" if "int8" in str(module.path) else "onnx"
-    return "torch"
-
-
 def _best_rate(step: Any, trials: int = PEAK_TRIALS) -> float:
     """Calls per second of ``step``: the best of ``trials`` loops of
     ``PEAK_TRIAL_SECONDS`` each, after a warm-up."""

@@ -20,9 +20,15 @@ from hybridsearch.client import HybridSearch
 from hybridsearch.collections import Collection
 from hybridsearch.config import Settings
 from hybridsearch.db.store import fetch_candidates
+from hybridsearch.models.backend import InferenceBackend
+from hybridsearch.models.base import load_sentence_transformers_model
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.reranker import Reranker
-from hybridsearch.models.resolve import configure_torch_threads, packaged_minilm_path
+from hybridsearch.models.resolve import (
+    configure_torch_threads,
+    packaged_minilm_path,
+    resolve_model_path,
+)
 from hybridsearch.search import Hit, rerank_candidates
 from hybridsearch.search_input import SearchOptions, validate_options
 
@@ -45,6 +51,22 @@ def cross_encoder_path(settings: Settings) -> Path:
 
     CrossEncoder(str(base), num_labels=1, local_files_only=True).save(str(path))
     return path
+
+
+def library_model(runner: Embedder | Reranker) -> Any:
+    """The runner's model as a sentence-transformers object on the runtime the runner uses:
+    the baseline is the library itself. (The runner may serve a cached export without
+    sentence-transformers; see hybridsearch.models.light_runtime.)"""
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    runtime = runner.backend  # loads the runner's own model, settling "auto"
+    (backend,) = InferenceBackend.candidates(
+        runtime, device=runner.device, threads=TORCH_THREADS, cache_dir=None
+    )
+    factory = CrossEncoder if isinstance(runner, Reranker) else SentenceTransformer
+    return load_sentence_transformers_model(
+        factory, resolve_model_path(runner.model_id), runner.device, True, backend
+    )
 
 
 def search_options(collection: Collection, query: str, k: int, n: int) -> SearchOptions:
@@ -81,7 +103,7 @@ def rerank_vs_bare(
                 fetch_candidates(conn, collection, options, vector, statement_timeout_ms=60_000),
             )
         )
-    model = reranker.load()
+    model = library_model(reranker)
     samples = interleaved(
         cases,
         {
@@ -100,7 +122,7 @@ def embed_vs_forward(embedder: Embedder, texts: list[str]) -> dict[str, Any]:
     """Embedder.embed_query against tokenize + one forward pass of the same model."""
     import torch
 
-    model = embedder.load()
+    model = library_model(embedder)
 
     def forward(text: str) -> Any:
         prepare = getattr(model, "preprocess", None) or model.tokenize
@@ -129,8 +151,8 @@ def end_to_end(
     """HybridSearch.search against the bare stages chained by hand (forward, one HNSW
     TopK, CrossEncoder.predict on the same K candidates)."""
     assert service.reranker is not None
-    model = embedder.load()
-    cross = service.reranker.load()
+    model = library_model(embedder)
+    cross = library_model(service.reranker)
     nearest = nearest_sql(collection)
     ef_search = ef_search_for(conn, collection, k)
     conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
