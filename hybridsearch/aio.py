@@ -35,15 +35,20 @@ from hybridsearch.collections import (
     validate_name,
 )
 from hybridsearch.config import Settings
-from hybridsearch.db import connection_async, migrate, store_async
+from hybridsearch.db import connection_async, migrate, reembed_async, store_async
 from hybridsearch.db.connection_async import AsyncPool, checkout
-from hybridsearch.errors import HybridSearchError, SchemaNotInstalledError
+from hybridsearch.errors import (
+    CollectionChangedError,
+    HybridSearchError,
+    SchemaNotInstalledError,
+)
 from hybridsearch.ingest import Document, IngestReport, check_dimensions
 from hybridsearch.models.configured import configured_embedder, configured_reranker
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.picker import choose_model, with_choice
 from hybridsearch.models.reranker import Reranker
 from hybridsearch.params import HNSW_CALIBRATION_QUERIES, HNSW_TARGET_RECALL, TOP_K, TOP_N
+from hybridsearch.reembed import ATTEMPTS_AFTER_SWITCH, ReembedReport, stored_model_name
 from hybridsearch.search import (
     SearchResult,
     StageTimer,
@@ -266,6 +271,46 @@ class AsyncHybridSearch:
         async with checkout(self._pool) as conn:
             return await store_async.calibrate_ef_search(conn, name, target_recall, queries)
 
+    async def reembed_collection(
+        self, name: str, model: str, *, on_progress: Callable[[int], None] | None = None
+    ) -> ReembedReport:
+        """Switch collection ``name`` to embedding model ``model`` (a name or a folder,
+        e.g. one ``hybridsearch train embedder`` wrote; other dimensions are fine).
+
+        Its chunks are embedded again into a new table with its own search indexes while
+        searches and writes go on with the old model; then one transaction swaps the
+        tables and records the new model, and searches that embedded with the old one run
+        again. Documents added or deleted meanwhile are carried over. The HNSW ef_search
+        and the fusion weights are then calibrated for the new vectors. An interrupted
+        re-embed leaves the collection on its old model; calling this again with the
+        same model resumes it (:meth:`cancel_reembed` drops what it left instead).
+        ``on_progress`` gets the chunks of each batch written.
+        """
+        target = await self.get_collection(name)
+        embedder = configured_embedder(
+            stored_model_name(model),
+            self.settings,
+            query_prompt=target.settings.query_prompt,
+            document_prompt=target.settings.document_prompt,
+        )
+        await asyncio.to_thread(embedder.load)  # a model that cannot load changes nothing
+        async with checkout(self._pool) as conn:
+            report = await reembed_async.reembed_collection(
+                conn, target, embedder, on_progress=on_progress
+            )
+            await store_async.calibrate_ef_search(
+                conn, name, HNSW_TARGET_RECALL.default, HNSW_CALIBRATION_QUERIES.default
+            )
+        await self.calibrate(name, force=True)
+        report.collection = await self.get_collection(name)
+        return report
+
+    async def cancel_reembed(self, name: str) -> bool:
+        """Drop what an interrupted :meth:`reembed_collection` of ``name`` left (its
+        half-built table); False when there was nothing."""
+        async with checkout(self._pool) as conn:
+            return await reembed_async.cancel_reembed(conn, name)
+
     async def drop_collection(self, name: str) -> bool:
         async with checkout(self._pool) as conn:
             return await store_async.drop_collection(conn, name)
@@ -316,24 +361,34 @@ class AsyncHybridSearch:
         end (see :mod:`hybridsearch.bulk`): much faster for a load that is large next to
         what the collection holds; searches of it fall back to exact scans meanwhile.
         """
-        target = await self.get_collection(collection)
-        embedder = self.embedder(target)
-        # A model that cannot load must fail before the indexes are dropped, not after.
-        await asyncio.to_thread(check_dimensions, embedder, target)
-        async with (
-            checkout(self._pool) as conn,
-            store_async.deferred_indexes(conn, target) if bulk else nullcontext(),
-        ):
-            report = await store_async.ingest_documents(
-                conn,
-                target,
-                embedder,
-                documents,
-                batch_size=batch_size,
-                max_document_chars=self.settings.max_document_chars,
-                on_progress=on_progress,
-                tenant=tenant,
-            )
+        # only a list can be read again (an iterator is read once, as it streams)
+        attempts = ATTEMPTS_AFTER_SWITCH if isinstance(documents, Sequence) else 1
+        for attempt in range(1, attempts + 1):
+            target = await self.get_collection(collection)
+            embedder = self.embedder(target)
+            # A model that cannot load must fail before the indexes are dropped, not after.
+            await asyncio.to_thread(check_dimensions, embedder, target)
+            try:
+                async with (
+                    checkout(self._pool) as conn,
+                    store_async.deferred_indexes(conn, target) if bulk else nullcontext(),
+                ):
+                    report = await store_async.ingest_documents(
+                        conn,
+                        target,
+                        embedder,
+                        documents,
+                        batch_size=batch_size,
+                        max_document_chars=self.settings.max_document_chars,
+                        on_progress=on_progress,
+                        tenant=tenant,
+                    )
+                break
+            except CollectionChangedError:
+                # a re-embed switched models mid-ingest: the batches written before the
+                # switch were carried over by it and are skipped as unchanged now
+                if attempt == attempts:
+                    raise
         try:
             report.calibration = await self.calibrate(collection, force=False)
         except HybridSearchError as exc:  # the documents are stored: say so, not fail
@@ -463,38 +518,46 @@ class AsyncHybridSearch:
         many of the fused TopK the reranker scores (None: all); the rest follow them in
         fused order, and ``top_n`` may exceed it (:data:`hybridsearch.params.RERANK_DEPTH`).
         """
-        target = await self.get_collection(collection)
-        options = validate_options(
-            target,
-            query,
-            top_k=top_k,
-            top_n=top_n,
-            mode=mode,
-            filter=filter,
-            fusion=fusion,
-            rrf_k=rrf_k,
-            vector_weight=vector_weight,
-            keyword_weight=keyword_weight,
-            max_query_chars=self.settings.max_query_chars,
-            tenant=tenant,
-            rerank_depth=rerank_depth,
-        )
         timer = StageTimer()
-        embedder = self.embedder(target)
-        pending = models_to_load(options, embedder, query_embedding, self.reranker, rerank)
-        if pending:
-            with timer.stage("load"):
-                await asyncio.to_thread(load_models, pending)
-        embedding = await self._embed_query(target, embedder, options, query_embedding, timer)
-        async with checkout(self._pool) as conn:
-            with timer.stage("candidates"):
-                candidates = await store_async.fetch_candidates(
-                    conn,
-                    target,
-                    options,
-                    embedding,
-                    statement_timeout_ms=self.settings.statement_timeout_ms,
-                )
+        # A re-embed that switches the collection's model between the query's embedding
+        # and its SQL makes the search run again with the new model.
+        for attempt in range(1, ATTEMPTS_AFTER_SWITCH + 1):
+            target = await self.get_collection(collection)
+            options = validate_options(
+                target,
+                query,
+                top_k=top_k,
+                top_n=top_n,
+                mode=mode,
+                filter=filter,
+                fusion=fusion,
+                rrf_k=rrf_k,
+                vector_weight=vector_weight,
+                keyword_weight=keyword_weight,
+                max_query_chars=self.settings.max_query_chars,
+                tenant=tenant,
+                rerank_depth=rerank_depth,
+            )
+            embedder = self.embedder(target)
+            pending = models_to_load(options, embedder, query_embedding, self.reranker, rerank)
+            if pending:
+                with timer.stage("load"):
+                    await asyncio.to_thread(load_models, pending)
+            embedding = await self._embed_query(target, embedder, options, query_embedding, timer)
+            try:
+                async with checkout(self._pool) as conn:
+                    with timer.stage("candidates"):
+                        candidates = await store_async.fetch_candidates(
+                            conn,
+                            target,
+                            options,
+                            embedding,
+                            statement_timeout_ms=self.settings.statement_timeout_ms,
+                        )
+                break
+            except CollectionChangedError:
+                if attempt == ATTEMPTS_AFTER_SWITCH:
+                    raise
         with timer.stage("rerank"):
             top, depth, note = await asyncio.to_thread(
                 rerank_candidates,

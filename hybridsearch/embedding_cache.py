@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy.typing as npt
 
 from hybridsearch.errors import EmbeddingError
 from hybridsearch.models.embedder import Embedder
+from hybridsearch.models.export_index import folder_key
 
 # SQL run by hybridsearch.db.store.embed_with_cache.
 SELECT_CACHED_SQL = (
@@ -30,8 +32,16 @@ INSERT_CACHED_SQL = (
 
 
 def model_key(embedder: Embedder, document_prompt: str | None) -> str:
-    """What makes two embeddings of the same text interchangeable (int8 ones differ)."""
-    return f"{embedder.model_id}\x1f{document_prompt or ''}\x1f{embedder.backend}"
+    """What makes two embeddings of the same text interchangeable (int8 ones differ).
+
+    A model loaded from a folder adds the folder's files (:func:`folder_key`): a model
+    trained again into the same folder must not reuse the vectors of the weights it
+    replaced."""
+    key = f"{embedder.model_id}\x1f{document_prompt or ''}\x1f{embedder.backend}"
+    folder = Path(embedder.model_id).expanduser()
+    if folder.is_dir():
+        key += f"\x1f{folder_key(folder) or ''}"
+    return key
 
 
 def text_hash(text: str) -> bytes:

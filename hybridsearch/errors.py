@@ -38,6 +38,11 @@ class CollectionExistsError(HybridSearchError):
     """A collection with that name already exists."""
 
 
+class CollectionChangedError(HybridSearchError):
+    """A collection switched to another embedding model (``reembed_collection``) while a
+    search or a write was using the old one; running it again uses the new one."""
+
+
 class InvalidInputError(HybridSearchError, ValueError):
     """An argument is malformed: wrong type, out of range, or not parseable."""
 

@@ -19,6 +19,7 @@ from hybridsearch.params import (
     HNSW_TARGET_RECALL,
     add_argument,
 )
+from hybridsearch.reembed_cli import register_reembed_command
 
 
 def _client() -> Any:
@@ -66,7 +67,7 @@ def cmd_calibrate_index(args: argparse.Namespace) -> None:
 
 
 def register_vector_index_commands(collections: Any) -> None:
-    """Add ``reindex`` and ``calibrate-index`` to the ``collections`` subparsers."""
+    """Add ``reindex``, ``calibrate-index`` and ``reembed`` to the ``collections`` subparsers."""
     reindex = collections.add_parser(
         "reindex",
         help="build a collection's HNSW index again, with new build parameters where given,"
@@ -87,3 +88,4 @@ def register_vector_index_commands(collections: Any) -> None:
     add_argument(calibrate, HNSW_CALIBRATION_QUERIES, default=HNSW_CALIBRATION_QUERIES.default)
     calibrate.add_argument("--json", action="store_true")
     calibrate.set_defaults(func=cmd_calibrate_index)
+    register_reembed_command(collections)

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAIRS = (
     ("hybridsearch/db/connection_async.py", "hybridsearch/db/connection.py"),
     ("hybridsearch/db/store_async.py", "hybridsearch/db/store.py"),
+    ("hybridsearch/db/reembed_async.py", "hybridsearch/db/reembed.py"),
     ("hybridsearch/aio.py", "hybridsearch/client.py"),
     ("hybridsearch/sync/manage_async.py", "hybridsearch/sync/manage.py"),
     ("hybridsearch/sync/worker_async.py", "hybridsearch/sync/worker.py"),
@@ -58,6 +59,7 @@ NAMES = {
     "asynccontextmanager": "contextmanager",
     "connection_async": "connection",
     "manage_async": "manage",
+    "reembed_async": "reembed",
     "register_vector_async": "register_vector",
     "store_async": "store",
     "worker_async": "worker",

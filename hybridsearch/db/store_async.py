@@ -30,7 +30,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from hybridsearch import bulk, ingest, search, tenancy
+from hybridsearch import bulk, ingest, reembed, search, tenancy
 from hybridsearch import calibration as calibration_db
 from hybridsearch import collections as collections_db
 from hybridsearch import embedding_cache as cache
@@ -282,6 +282,11 @@ async def _write(
 ) -> tuple[int, int]:
     """Upsert documents and replace their chunks in one transaction; (added, updated)."""
     async with conn.transaction(), conn.cursor() as cur:
+        # first: a re-embed's switch cannot commit between this check and the commit
+        await cur.execute(reembed.LOCK_EMBEDDING_MODEL_SQL, (collection.collection_id,))
+        current = (await cur.fetchone() or (None,))[0]
+        if current != collection.embedding_model:
+            raise reembed.changed_error(collection, current, "write")
         await set_tenant(conn, tenant)
         params = ingest.upsert_params(collection, prepared, tenant)
         await cur.execute(ingest.UPSERT_DOCUMENTS_SQL, params)
@@ -559,16 +564,31 @@ async def fetch_candidates(
     *,
     statement_timeout_ms: int,
 ) -> list[Hit]:
-    """The fused TopK from ``hybridsearch.search_hybrid``, under a statement timeout."""
+    """The fused TopK from ``hybridsearch.search_hybrid``, under a statement timeout.
+
+    Raises CollectionChangedError when the collection switched embedding model (a
+    re-embed) before the search ran: its candidates, or its error, came from vectors the
+    query was not embedded for. The check follows the search in its transaction, so a
+    switch that committed before the search read anything is seen."""
     params = search.candidate_params(collection, options, embedding)
+    query = reembed.CURRENT_MODEL_SQL
     try:
         async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(search.SET_STATEMENT_TIMEOUT_SQL, (str(statement_timeout_ms),))
             await set_tenant(conn, options.tenant)
             await cur.execute(search.SEARCH_HYBRID_SQL, params)
             rows = await cur.fetchall()
+            await cur.execute(query, (collection.collection_id,))
+            current = await cur.fetchone()
     except psycopg.Error as exc:
+        if embedding is not None:
+            row = await _fetch_one(conn, query, (collection.collection_id,), "search")
+            if row is not None and row["embedding_model"] != collection.embedding_model:
+                raise reembed.changed_error(collection, row["embedding_model"], "search") from exc
         raise from_database_error(exc, f"search in {collection.name!r}") from exc
+    model = current["embedding_model"] if current else None
+    if embedding is not None and model != collection.embedding_model:
+        raise reembed.changed_error(collection, model, "search")
     return [search.hit_from_row(row) for row in rows]
 
 

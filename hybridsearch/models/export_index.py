@@ -78,6 +78,13 @@ def _source_key(folder: Path, backend: str) -> str | None:
     return digest.hexdigest()
 
 
+def folder_key(folder: Path) -> str | None:
+    """A key of a model folder's path and the files beside its weights (name, size,
+    modification time), as the export records use: two folders, or one folder whose
+    weights were written again, never share it. None when ``folder`` holds no model."""
+    return _source_key(folder, "files")
+
+
 def record_export(
     cache_dir: Path,
     backend: str,

@@ -125,25 +125,29 @@ BEGIN
 END;
 $$;
 
--- The search indexes of one collection's partition, whether each exists now, and the
--- statement that creates it. Building them after a bulk load is several times cheaper
--- than maintaining them row by row during it.
-CREATE OR REPLACE FUNCTION hybridsearch.chunk_index_definitions(p_name text)
+-- The search indexes of a chunk table (a collection's partition, or the table a re-embed
+-- builds: sql/api/reembed.sql) for vectors of p_dimensions under p_distance and the HNSW
+-- build parameters of p_settings: each index's name, whether it exists now, and the
+-- statement that creates it.
+CREATE OR REPLACE FUNCTION hybridsearch.chunk_table_index_definitions(
+    p_table text,
+    p_dimensions integer,
+    p_distance text,
+    p_settings jsonb
+)
 RETURNS TABLE (index_name text, present boolean, definition text)
 LANGUAGE sql STABLE SECURITY INVOKER
 AS $$
-    SELECT p.partition || s.suffix,
-           to_regclass(format('hybridsearch.%I', p.partition || s.suffix)) IS NOT NULL,
-           format('CREATE INDEX %I ON hybridsearch.%I ', p.partition || s.suffix, p.partition)
+    SELECT p_table || s.suffix,
+           to_regclass(format('hybridsearch.%I', p_table || s.suffix)) IS NOT NULL,
+           format('CREATE INDEX %I ON hybridsearch.%I ', p_table || s.suffix, p_table)
                || s.method
-    FROM hybridsearch.collections c
-    CROSS JOIN LATERAL (SELECT 'chunks_' || c.collection_id AS partition) p
-    CROSS JOIN LATERAL hybridsearch.hnsw_settings(c.settings) AS h
+    FROM hybridsearch.hnsw_settings(p_settings) AS h
     CROSS JOIN LATERAL (VALUES
         ('_embedding_idx',
          format('USING hnsw ((embedding::vector(%s)) %s) WITH (m = %s, ef_construction = %s)',
-                c.dimensions,
-                CASE c.distance
+                p_dimensions,
+                CASE p_distance
                     WHEN 'cosine' THEN 'vector_cosine_ops'
                     WHEN 'l2' THEN 'vector_l2_ops'
                     WHEN 'inner_product' THEN 'vector_ip_ops'
@@ -154,7 +158,20 @@ AS $$
         -- lookup would scan the whole unmerged pending list.
         ('_impacts_idx', 'USING gin (impacts) WITH (fastupdate = off)'),
         ('_metadata_idx', 'USING gin (metadata jsonb_path_ops)')
-    ) AS s(suffix, method)
+    ) AS s(suffix, method);
+$$;
+
+-- The search indexes of one collection's partition, whether each exists now, and the
+-- statement that creates it. Building them after a bulk load is several times cheaper
+-- than maintaining them row by row during it.
+CREATE OR REPLACE FUNCTION hybridsearch.chunk_index_definitions(p_name text)
+RETURNS TABLE (index_name text, present boolean, definition text)
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT d.index_name, d.present, d.definition
+    FROM hybridsearch.collections c
+    CROSS JOIN LATERAL hybridsearch.chunk_table_index_definitions(
+        'chunks_' || c.collection_id, c.dimensions, c.distance, c.settings) AS d
     WHERE c.name = p_name;
 $$;
 
