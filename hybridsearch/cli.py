@@ -35,6 +35,7 @@ from hybridsearch.params import (
 )
 from hybridsearch.server_cli import register_serve_command
 from hybridsearch.sync.cli import register_sync_commands
+from hybridsearch.train_cli import register_train_commands
 from hybridsearch.vector_index_cli import register_vector_index_commands
 
 if TYPE_CHECKING:
@@ -301,8 +302,11 @@ def cmd_search(args: argparse.Namespace) -> None:
     if args.json:
         _print_json(result.to_dict())
         return
-    from hybridsearch.cli_output import print_search_result
+    from hybridsearch.cli_output import print_search_result, print_stages
 
+    if args.show_stages:
+        print_stages(result, sys.stdout, relevant=set(args.relevant or ()))
+        return
     print_search_result(result, sys.stdout, empty_reason=empty_reason)
 
 
@@ -483,10 +487,25 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--no-rerank", action="store_true")
     add_argument(search, RERANK_DEPTH, default_text="all of TopK")
     search.add_argument("--json", action="store_true", help="print the JSON contract")
+    search.add_argument(
+        "--show-stages",
+        action="store_true",
+        help="show the fused TopN and the reranked TopN side by side",
+    )
+    search.add_argument(
+        "--relevant",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        metavar="DOC_ID,...",
+        help="documents judged relevant to this query, marked * in --show-stages",
+    )
     search.add_argument("query")
     search.set_defaults(func=cmd_search)
 
-    reranker = sub.add_parser("reranker", help="fine-tune a cross-encoder on judged pairs")
+    reranker = sub.add_parser(
+        "reranker",
+        help="fine-tune a cross-encoder on judged pairs with random negatives "
+        "(quick; `train reranker` mines hard negatives and validates)",
+    )
     reranker_sub = reranker.add_subparsers(dest="action", required=True)
     train = reranker_sub.add_parser("train", help="BEIR corpus + queries + qrels -> model dir")
     train.add_argument("--corpus", required=True)
@@ -504,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_keys_commands(sub)
     register_eval_commands(sub)
     register_sync_commands(sub)
+    register_train_commands(sub)
     return parser
 
 

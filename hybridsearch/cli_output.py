@@ -7,10 +7,11 @@ and as ``*match*`` elsewhere; the JSON keeps the ``<mark>`` tags.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from hybridsearch.search import SearchResult
+    from hybridsearch.search import Hit, SearchResult
 
 _MARK = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
 _BOLD, _RESET = "\033[1m", "\033[0m"
@@ -68,3 +69,48 @@ def print_search_result(
         f"candidates={t['candidates']:.1f}ms rerank={t['rerank']:.1f}ms total={t['total']:.1f}ms",
         file=out,
     )
+
+
+#: Marks a result whose document the user's judgments call relevant (``--relevant``).
+RELEVANT_MARK = "*"
+
+
+def print_stages(result: SearchResult, out: TextIO, relevant: Collection[str] = ()) -> None:
+    """The fused TopN and the reranked TopN side by side, ``*`` on judged-relevant documents.
+
+    What the reranker changed at a glance: the fused column is the SQL stage's order
+    (fused score), the reranked column the cross-encoder's (its calibrated probability
+    when the reranker was trained by ``hybridsearch train reranker``).
+    """
+    top_n = max(len(result.results), 1)
+    fused = result.candidates[:top_n]
+    reranked = result.results if result.reranked else []
+
+    def cell(hit: Hit | None, score: float | None) -> str:
+        if hit is None:
+            return ""
+        mark = RELEVANT_MARK if hit.document_id in relevant else " "
+        return f"{mark}{hit.document_id} {score:.3f}" if score is not None else hit.document_id
+
+    rows = [
+        (
+            cell(
+                fused[i] if i < len(fused) else None,
+                fused[i].scores.fused if i < len(fused) else None,
+            ),
+            cell(
+                reranked[i] if i < len(reranked) else None,
+                reranked[i].scores.rerank if i < len(reranked) else None,
+            ),
+        )
+        for i in range(max(len(fused), len(reranked)))
+    ]
+    print(f"query: {result.query}", file=out)
+    left = max([len("fused (score)"), *(len(a) for a, _ in rows)])
+    right_title = "reranked (score)" if result.reranked else "not reranked"
+    print(f"rank  {'fused (score)'.ljust(left)}  {right_title}", file=out)
+    for i, (a, b) in enumerate(rows, start=1):
+        print(f"{str(i).rjust(4)}  {a.ljust(left)}  {b}".rstrip(), file=out)
+    if relevant:
+        found = sum(1 for h in result.candidates if h.document_id in relevant)
+        print(f"{RELEVANT_MARK} judged relevant ({found} chunk(s) in the fused TopK)", file=out)

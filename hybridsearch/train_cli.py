@@ -1,0 +1,128 @@
+"""``hybridsearch train reranker``: fine-tune a cross-encoder on a collection and judgments.
+
+:func:`register_train_commands` adds the command to the main parser; the work is
+:func:`hybridsearch.train.reranker.train_reranker`. The closing table compares the fused
+list and the reranked list on the held-out validation queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from hybridsearch.train.reranker import SELECTION_METRIC, RerankerRecipe, RerankerTraining
+
+#: Recipe fields with a CLI flag of their own, and what each means.
+_RECIPE_FLAGS: dict[str, str] = {
+    "steps": "optimizer steps at most",
+    "batch_size": "queries (one positive and their negatives each) per step",
+    "negatives": "hard negatives per positive, from the fused list's head",
+    "negative_depth": "how deep in the fused list negatives are drawn",
+    "max_length": "tokens per (query, passage) pair",
+    "learning_rate": "the encoder's learning rate (the new head's is 10x)",
+    "validation_queries": "judged queries held out for selection and calibration",
+    "validate_every": "steps between validations (0: only at the end)",
+    "patience": "validations without improvement before stopping (0: never)",
+    "rerank_depth": "fused candidates reranked in validation, as in search --rerank-depth",
+    "seed": "seed of the split, the sampling and the initialisation",
+}
+
+
+def cmd_train_reranker(args: argparse.Namespace) -> None:
+    from hybridsearch.client import HybridSearch
+    from hybridsearch.eval.beir import describe, load_qrels, load_queries
+    from hybridsearch.eval.cli import _progress
+    from hybridsearch.loaders import SkipLog
+    from hybridsearch.train.reranker import train_reranker
+
+    recipe = RerankerRecipe(
+        base_model=args.base, **{name: getattr(args, name) for name in _RECIPE_FLAGS}
+    )
+    recipe.check()
+    skips = SkipLog()
+    queries = load_queries(Path(args.queries), skips)
+    qrels = load_qrels(Path(args.qrels), skips)
+    from tqdm import tqdm
+
+    # On a terminal only (disable=None): a log or a pipe gets the closing table.
+    steps = tqdm(total=recipe.steps, desc="train reranker steps", disable=None, file=sys.stderr)
+    with HybridSearch() as hs, _progress("train reranker") as progress, steps as bar:
+
+        def on_step(done: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.update(done - bar.n)
+
+        result = train_reranker(
+            hs,
+            args.collection,
+            queries,
+            qrels,
+            Path(args.out),
+            recipe,
+            on_progress=progress,
+            on_step=on_step,
+            skips=skips,
+        )
+    if skips.skipped:
+        print(f"hybridsearch: skipped {describe(skips.summary())}", file=sys.stderr)
+    print(closing_report(result))
+
+
+def closing_report(result: RerankerTraining) -> str:
+    """The validation table (fused against reranked) and what was saved."""
+    from hybridsearch.eval.report import metric_rows, text_table
+
+    columns = {"fused": result.validation["hybrid"], "reranked": result.validation["rerank"]}
+    gain = columns["reranked"][SELECTION_METRIC] - columns["fused"][SELECTION_METRIC]
+    log = result.log
+    stop = "stopped early" if log.stopped_early else "ran every step"
+    platt = result.calibration
+    return "\n".join(
+        [
+            f"validation: {result.validation_queries} held-out queries of the given qrels, "
+            f"reranked to depth {result.recipe.rerank_depth} of TopK {result.recipe.top_k}",
+            text_table(*metric_rows(columns)),
+            f"{SELECTION_METRIC}: reranked - fused = {gain:+.4f}",
+            f"trained on {result.train_queries} queries ({result.groups} positives), "
+            f"{log.steps} steps ({stop}); kept step {log.best_step}",
+            f"scores are calibrated probabilities of relevance "
+            f"(Platt: slope {platt.slope:.3f}, intercept {platt.intercept:.3f})",
+            f"took {', '.join(f'{k} {v:.0f}s' for k, v in result.timings_s.items())}",
+            f"saved to {result.path}",
+        ]
+    )
+
+
+def register_train_commands(sub: Any) -> None:
+    """Add ``train reranker`` to the CLI's subparsers."""
+    train = sub.add_parser("train", help="fine-tune models on a collection and judgments")
+    train_sub = train.add_subparsers(dest="model", required=True)
+    reranker = train_sub.add_parser(
+        "reranker",
+        help="cross-encoder on the collection's own fused candidates (hard negatives)",
+        description="Fine-tune a cross-encoder reranker listwise on hard negatives mined "
+        "from the collection's fused candidates; a validation split carved from the qrels "
+        "selects the checkpoint, stops training early and calibrates the scores. Use a "
+        "train split, never the test split.",
+    )
+    reranker.add_argument("--collection", required=True)
+    reranker.add_argument("--queries", required=True, help="BEIR queries.jsonl")
+    reranker.add_argument("--qrels", required=True, help="BEIR qrels TSV: a TRAIN split")
+    reranker.add_argument("--out", required=True, help="folder for the model")
+    defaults = RerankerRecipe()
+    reranker.add_argument(
+        "--base", default=defaults.base_model, help="model to start from (default %(default)s)"
+    )
+    types = {f.name: f.type for f in fields(RerankerRecipe)}
+    for name, meaning in _RECIPE_FLAGS.items():
+        kind = float if types[name] in (float, "float") else int
+        reranker.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=getattr(defaults, name),
+            help=f"{meaning} (default %(default)s)",
+        )
+    reranker.set_defaults(func=cmd_train_reranker)
