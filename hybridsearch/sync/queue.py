@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from psycopg import sql
@@ -28,11 +29,17 @@ CHANNEL = "hybridsearch_sync"
 LISTEN_SQL = "LISTEN hybridsearch_sync"
 
 CLAIM_SQL = """
-    SELECT q.entry_id, q.sync_id, q.row_id, q.tenant_id
+    SELECT q.entry_id, q.sync_id, q.row_ids, q.tenant_ids, q.enqueued_at
     FROM hybridsearch.sync_queue AS q
     ORDER BY q.entry_id
     LIMIT %s
     FOR UPDATE SKIP LOCKED
+"""
+# Rows of claimed entries that a round does not take (past its batch, or held by another
+# worker) go back to the queue as new entries, with the time they were first queued.
+REQUEUE_SQL = """
+    INSERT INTO hybridsearch.sync_queue (sync_id, row_ids, tenant_ids, operation, enqueued_at)
+    VALUES (%s, %s, %s, 'S', %s)
 """
 # The keys this transaction could lock: (sync_id, row_id) pairs, as two arrays. A hash
 # collision with another key (or an application's own advisory lock) only makes an
@@ -83,10 +90,33 @@ TEXT_SEPARATOR = "\n\n"
 class Entry:
     """One queued change: a row of a synced table, and the tenant it had then."""
 
-    entry_id: int
     sync_id: int
     row_id: str
     tenant: str
+    enqueued_at: datetime
+
+
+def expand(claimed: Iterable[Sequence[Any]]) -> list[Entry]:
+    """Claimed queue rows (one per statement, many rows each) as one entry per row."""
+    return [
+        Entry(sync_id, row_id, tenant, at)
+        for _, sync_id, row_ids, tenants, at in claimed
+        for row_id, tenant in zip(row_ids, tenants, strict=True)
+    ]
+
+
+def requeue_params(entries: Sequence[Entry], piece: int) -> list[tuple[Any, ...]]:
+    """Parameters for :data:`REQUEUE_SQL`: ``entries`` in pieces of at most ``piece``
+    rows, by table and first queued time (a split entry is split once, not per round)."""
+    groups: dict[tuple[int, datetime], list[Entry]] = defaultdict(list)
+    for entry in entries:
+        groups[(entry.sync_id, entry.enqueued_at)].append(entry)
+    params = []
+    for (sync_id, at), group in groups.items():
+        for start in range(0, len(group), piece):
+            part = group[start : start + piece]
+            params.append((sync_id, [e.row_id for e in part], [e.tenant for e in part], at))
+    return params
 
 
 @dataclass(frozen=True)

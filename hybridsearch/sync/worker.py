@@ -268,23 +268,29 @@ def run_round(
     try:
         with conn.transaction():
             cur = conn.execute(queue.CLAIM_SQL, (batch_size,))
-            entries = [Entry(*row) for row in cur.fetchall()]
-            report.claimed = len(entries)
-            if not entries:
+            claimed = cur.fetchall()
+            if not claimed:
                 return report
-            keys = sorted({(e.sync_id, e.row_id) for e in entries})
+            entries = queue.expand(claimed)
+            taken, left = entries[:batch_size], entries[batch_size:]
+            report.claimed = len(taken)
+            keys = sorted({(e.sync_id, e.row_id) for e in taken})
             params = ([k[0] for k in keys], [k[1] for k in keys])
             cur = conn.execute(queue.LOCK_ROWS_SQL, params)
             locked = {(sync_id, row_id) for sync_id, row_id in cur.fetchall()}
-            mine = [e for e in entries if (e.sync_id, e.row_id) in locked]
-            report.skipped = len(entries) - len(mine)
+            mine = [e for e in taken if (e.sync_id, e.row_id) in locked]
+            report.skipped = len(taken) - len(mine)
+            left += [e for e in taken if (e.sync_id, e.row_id) not in locked]
             specs = _specs(conn, {e.sync_id for e in mine})
             for sync_id in sorted({e.sync_id for e in mine}):
                 spec = specs.get(sync_id)
                 if spec is not None:  # else unsynced since: nothing to write
                     group = [e for e in mine if e.sync_id == sync_id]
                     _apply(conn, spec, group, embedder_for, max_document_chars, report, cache)
-            conn.execute(queue.DELETE_ENTRIES_SQL, ([e.entry_id for e in mine],))
+            if left:
+                with conn.cursor() as requeue:
+                    requeue.executemany(queue.REQUEUE_SQL, queue.requeue_params(left, batch_size))
+            conn.execute(queue.DELETE_ENTRIES_SQL, ([row[0] for row in claimed],))
     except psycopg.Error as exc:
         raise from_database_error(exc, "syncing queued rows") from exc
     return report

@@ -25,7 +25,8 @@ def _upgrade_sync() -> None:
 
     The application's triggers (hybridsearch.sync_enqueue) insert into sync_queue in the
     application's own transaction, so the queue has no foreign key and no check that could
-    fail that insert; ``hybridsearch sync run`` claims its rows with FOR UPDATE SKIP LOCKED.
+    fail that insert; ``hybridsearch sync run`` claims its rows with FOR UPDATE SKIP LOCKED
+    (and splits an entry of more rows than it takes at once).
     A collection cannot be dropped while a table is synced into it (unsync it first):
     cascading would leave the application's triggers queueing for nothing.
     """
@@ -55,10 +56,12 @@ def _upgrade_sync() -> None:
         CREATE TABLE hybridsearch.sync_queue (
             entry_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             sync_id     integer NOT NULL,
-            row_id      text NOT NULL,
-            tenant_id   text NOT NULL,
-            -- I(nsert), U(pdate), D(elete), B(ackfill), R(etry): for the record only; the
-            -- worker reads the row as it is now and writes or deletes the document
+            -- the rows one statement changed, and each one's tenant then: one entry per
+            -- statement, so a 100,000-row INSERT adds one row here, not 100,000
+            row_ids     text[] NOT NULL,
+            tenant_ids  text[] NOT NULL,
+            -- I(nsert), U(pdate), D(elete), B(ackfill), R(etry), S(plit by a worker): for
+            -- the record only; the worker reads each row as it is now
             operation   "char" NOT NULL,
             -- the enqueuing transaction's start
             enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.now()

@@ -95,7 +95,9 @@ def _drain(url: str, max_chars: int = 2_000_000) -> worker.RoundReport:
 
 def _queue(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
     rows = conn.execute(
-        "SELECT row_id, tenant_id, operation::text FROM hybridsearch.sync_queue ORDER BY entry_id"
+        "SELECT u.row_id, u.tenant_id, q.operation::text FROM hybridsearch.sync_queue AS q,"
+        " unnest(q.row_ids, q.tenant_ids) WITH ORDINALITY AS u(row_id, tenant_id, i)"
+        " ORDER BY q.entry_id, u.i"
     ).fetchall()
     return [tuple(row) for row in rows]
 
@@ -145,8 +147,8 @@ def test_writes_rollbacks_and_untouched_columns(
     conn.execute("DELETE FROM notes WHERE id = 4")
     assert _queue(conn)[1:] == [
         ("2", "t1", "I"), ("3", "t1", "I"), ("4", "t1", "I"),
-        ("2", "t2", "U"), ("2", "t1", "D"),
-        ("30", "t1", "U"), ("3", "t1", "D"),
+        ("2", "t2", "U"), ("2", "t1", "U"),
+        ("30", "t1", "U"), ("3", "t1", "U"),
         ("4", "t1", "D"),
     ]  # fmt: skip
     report = _drain(db)
