@@ -7,7 +7,7 @@ query learns to prefer its passage to the batch's other passages (in-batch negat
 to the near misses retrieval confused it with (hard negatives, mined by the caller from
 the collection's fused candidates). ``validate`` scores the model every
 ``validate_every`` steps; the best weights are kept and training stops after
-``patience`` validations without improvement.
+``patience`` validations without improvement (0: never stops early).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def fine_tune_embedder(
     best_state = copy.deepcopy(model.state_dict()) if validate is not None else None
     stale, order = 0, list[int]()
     q_prefix, d_prefix = query_prompt or "", document_prompt or ""
-    while log.steps < max_steps and stale < patience:
+    while log.steps < max_steps and not (patience and stale >= patience):
         if not order:
             order = rng.sample(range(len(data)), len(data))
         batch = [data[order.pop()] for _ in range(min(batch_size, len(order)))]

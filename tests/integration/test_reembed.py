@@ -6,10 +6,8 @@ nothing."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from hybridsearch.errors import (
     ModelError,
 )
 from hybridsearch.models.configured import configured_embedder
+from tests.cli_support import cli_env, run_cli
 from tests.model_fixtures import m3e_small_path, minilm_path
 
 TOPICS = ("otters", "bees", "owls", "granite", "tides", "ferns", "comets", "salt")
@@ -275,16 +274,7 @@ def test_bad_input_is_refused_and_changes_nothing(
 
 
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSEARCH_")}
-    env.update(HYBRIDSEARCH_DATABASE_URL=database_url, HF_HUB_OFFLINE="1")
-    return subprocess.run(
-        [sys.executable, "-m", "hybridsearch.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_cli(cli_env(database_url), *args)
 
 
 def test_the_command_line_switches_and_refuses_with_one_line(

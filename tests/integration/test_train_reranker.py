@@ -5,10 +5,7 @@ scores, and `search --show-stages` with the trained model."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,65 +14,15 @@ import pytest
 from hybridsearch import HybridSearch, Reranker
 from hybridsearch.eval.beir import load_qrels, load_queries
 from hybridsearch.train.reranker import RECORD_FILE, split_queries
-from tests.model_fixtures import scifact_sample_documents
+from tests.cli_support import run_cli
+from tests.integration.conftest import JUDGED_QUERIES as QUERIES
 
-# Train queries of SciFact's qrels/train.tsv; the test split is never read.
-QUERIES = slice(0, 30)
 VALIDATION = 10
 TINY_RECIPE = (
     "--steps", "6", "--batch-size", "2", "--negatives", "3", "--negative-depth", "10",
     "--max-length", "48", "--validation-queries", str(VALIDATION), "--validate-every", "3",
     "--patience", "0", "--rerank-depth", "10",
 )  # fmt: skip
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hybridsearch.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def cli_env(database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSEARCH_")}
-    # torch for the reranker: the test is about training, not about the ONNX export
-    env.update(
-        HYBRIDSEARCH_DATABASE_URL=database_url,
-        HYBRIDSEARCH_TORCH_THREADS="1",
-        HYBRIDSEARCH_RERANKER_BACKEND="torch",
-        HF_HUB_OFFLINE="1",
-    )
-    return env
-
-
-@pytest.fixture(scope="module")
-def judged(
-    hs: HybridSearch, scifact_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Path, Path]]:
-    """A collection of 30 train queries' relevant documents and 100 distractors, and
-    those queries' queries.jsonl and qrels files."""
-    chosen, qrels, docs = scifact_sample_documents(scifact_dir, QUERIES, distractors=100)
-    name = "train_reranker_sample"
-    hs.drop_collection(name)
-    hs.create_collection(name)
-    hs.add_documents(name, docs)
-    folder = tmp_path_factory.mktemp("judged")
-    queries_file = folder / "queries.jsonl"
-    queries_file.write_text(
-        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in chosen.items())
-    )
-    qrels_file = folder / "train.tsv"
-    qrels_file.write_text(
-        "query-id\tcorpus-id\tscore\n"
-        + "".join(f"{q}\t{d}\t{s}\n" for q in chosen for d, s in qrels[q].items())
-    )
-    yield name, queries_file, qrels_file
-    hs.drop_collection(name)
 
 
 @pytest.fixture(scope="module")

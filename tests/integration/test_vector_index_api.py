@@ -4,9 +4,7 @@ ones, calibration of ef_search (by hand and after a bulk load), and what bad inp
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import httpx
 import psycopg
@@ -16,6 +14,7 @@ from hybridsearch import CollectionSettings, Document, HybridSearch
 from hybridsearch.config import Settings
 from hybridsearch.errors import CollectionNotFoundError, InvalidInputError
 from hybridsearch.params import HNSW_EF_CONSTRUCTION, HNSW_M
+from tests.cli_support import cli_env, run_cli
 
 DOCUMENTS = [
     Document(f"d{i}", f"note {i} about {topic} and {other}")
@@ -115,16 +114,7 @@ def test_bad_calibration_arguments_and_unknown_collections(
 
 
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDSEARCH_")}
-    env.update(HYBRIDSEARCH_DATABASE_URL=database_url, HF_HUB_OFFLINE="1")
-    return subprocess.run(
-        [sys.executable, "-m", "hybridsearch.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_cli(cli_env(database_url), *args)
 
 
 def test_the_command_line_sets_rebuilds_and_calibrates(
