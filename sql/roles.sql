@@ -75,19 +75,28 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA hybridsearch TO hybridsearch_app;
 GRANT SELECT ON hybridsearch.documents, hybridsearch.chunks, hybridsearch.collection_stats,
     hybridsearch.term_stats TO hybridsearch_readonly;
 
+-- Tables of revision 0003, granted where the schema has them (run this file again after
+-- upgrading from an older revision).
 -- Synced application tables: the app runs the sync worker (it claims and removes queue
 -- entries, records and clears failures, advances backfills); the application's own
 -- triggers enqueue through hybridsearch.sync_enqueue, which runs as the owner. Both may
 -- read the sync status.
-GRANT SELECT, INSERT, DELETE ON hybridsearch.sync_queue TO hybridsearch_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON hybridsearch.sync_failures TO hybridsearch_app;
-GRANT SELECT, UPDATE ON hybridsearch.synced_tables TO hybridsearch_app;
-GRANT SELECT ON hybridsearch.sync_queue, hybridsearch.sync_failures, hybridsearch.synced_tables
-    TO hybridsearch_readonly;
-
 -- API keys: the HTTP API checks every request's key and manages keys for admin keys.
 -- Only salted hashes are stored, and the read-only role never needs them.
-GRANT SELECT, INSERT, UPDATE ON hybridsearch.api_keys TO hybridsearch_app;
+DO $$
+BEGIN
+    IF to_regclass('hybridsearch.sync_queue') IS NOT NULL THEN
+        GRANT SELECT, INSERT, DELETE ON hybridsearch.sync_queue TO hybridsearch_app;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON hybridsearch.sync_failures TO hybridsearch_app;
+        GRANT SELECT, UPDATE ON hybridsearch.synced_tables TO hybridsearch_app;
+        GRANT SELECT ON hybridsearch.sync_queue, hybridsearch.sync_failures,
+            hybridsearch.synced_tables TO hybridsearch_readonly;
+    END IF;
+    IF to_regclass('hybridsearch.api_keys') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE ON hybridsearch.api_keys TO hybridsearch_app;
+    END IF;
+END;
+$$;
 
 -- Both may read which schema revision is installed (readiness checks, client start-up).
 GRANT SELECT ON hybridsearch.alembic_version TO hybridsearch_app, hybridsearch_readonly;
