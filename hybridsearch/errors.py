@@ -86,6 +86,8 @@ def from_database_error(error: psycopg.Error, action: str) -> HybridSearchError:
     if isinstance(error, psycopg.DataError) and not sqlstate:
         # raised by psycopg itself before sending, e.g. a NUL character in a text value
         return InvalidInputError(f"{action} failed: {detail}")
+    if sqlstate == "55006":  # object_in_use: e.g. dropping a collection a table syncs into
+        return InvalidInputError(f"{action} failed: {detail}")
     if sqlstate == "23505":  # unique_violation
         return CollectionExistsError(f"{action} failed: {detail}")
     if sqlstate.startswith("22") or sqlstate == "23514":  # data exception / check violation

@@ -231,12 +231,27 @@ LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $$
 DECLARE
     v_id integer;
+    v_synced text;
 BEGIN
     SELECT collection_id INTO v_id FROM hybridsearch.collections WHERE name = p_name FOR UPDATE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    -- Dropping the partition is far cheaper than cascading row by row.
+    -- A synced table keeps writing into the collection (its foreign key would refuse the
+    -- delete too, in words that do not say what to do).
+    SELECT format('%I.%I', t.table_schema, t.table_name) INTO v_synced
+    FROM hybridsearch.synced_tables AS t WHERE t.collection_id = v_id
+    ORDER BY t.sync_id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'object_in_use',
+            MESSAGE = format('collection %L is kept in step with table %s; remove that first'
+                             ' (hybridsearch sync remove --collection %s --table %s)',
+                             p_name, v_synced, p_name, v_synced);
+    END IF;
+    -- Dropping the partitions (and a re-embedding left behind) is far cheaper than
+    -- cascading row by row.
+    EXECUTE format('DROP TABLE IF EXISTS hybridsearch.%I', 'chunks_' || v_id || '_reembed');
     EXECUTE format('DROP TABLE IF EXISTS hybridsearch.%I', 'chunks_' || v_id);
     DELETE FROM hybridsearch.collections WHERE collection_id = v_id;
     RETURN true;

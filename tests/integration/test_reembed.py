@@ -215,6 +215,19 @@ def test_cancel_drops_what_an_interrupted_reembed_left(
     assert _tables(conn, created.collection_id) == {f"chunks_{created.collection_id}"}
 
 
+def test_dropping_a_collection_drops_what_an_interrupted_reembed_left(
+    hs: HybridSearch, collection_name: str, conn: psycopg.Connection
+) -> None:
+    created = _create(hs, collection_name)
+    with pytest.raises(Interrupt):
+        hs.reembed_collection(
+            collection_name, str(m3e_small_path()), on_progress=_interrupt_after(1)
+        )
+    assert len(_tables(conn, created.collection_id)) == 2
+    assert hs.drop_collection(collection_name) is True
+    assert _tables(conn, created.collection_id) == set()
+
+
 def test_the_cache_keys_each_model_folder_apart(
     hs: HybridSearch, collection_name: str, conn: psycopg.Connection, tmp_path: Path
 ) -> None:

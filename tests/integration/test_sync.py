@@ -20,7 +20,7 @@ import pytest
 
 from hybridsearch import HybridSearch, Settings
 from hybridsearch.collections import Collection
-from hybridsearch.db import migrate
+from hybridsearch.db import migrate, store
 from hybridsearch.errors import CollectionNotFoundError, InvalidInputError
 from hybridsearch.ingest import Document, content_hash
 from hybridsearch.sync import manage, worker
@@ -272,10 +272,13 @@ def test_a_collection_with_a_synced_table_cannot_be_dropped(
     conn: psycopg.Connection, collection: Collection
 ) -> None:
     _sync(conn)
-    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="synced_tables"):
+    with pytest.raises(psycopg.errors.ObjectInUse, match="sync remove --collection notes"):
         conn.execute("SELECT hybridsearch.drop_collection('notes')")
+    with pytest.raises(InvalidInputError, match=r"kept in step with table public\.notes"):
+        store.drop_collection(conn, "notes")
+    assert store.get_collection(conn, "notes") == collection
     assert manage.unsync_table(conn, "notes", TABLE) is True
-    conn.execute("SELECT hybridsearch.drop_collection('notes')")
+    assert conn.execute("SELECT hybridsearch.drop_collection('notes')").fetchone() == (True,)
 
 
 def test_an_application_role_without_rights_on_hybridsearch_writes_its_table(
