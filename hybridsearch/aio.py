@@ -47,7 +47,13 @@ from hybridsearch.models.configured import configured_embedder, configured_reran
 from hybridsearch.models.embedder import Embedder
 from hybridsearch.models.picker import choose_model, with_choice
 from hybridsearch.models.reranker import Reranker
-from hybridsearch.params import HNSW_CALIBRATION_QUERIES, HNSW_TARGET_RECALL, TOP_K, TOP_N
+from hybridsearch.params import (
+    HNSW_CALIBRATION_QUERIES,
+    HNSW_TARGET_RECALL,
+    ONE_PER_DOCUMENT,
+    TOP_K,
+    TOP_N,
+)
 from hybridsearch.reembed import ATTEMPTS_AFTER_SWITCH, ReembedReport, stored_model_name
 from hybridsearch.search import (
     SearchResult,
@@ -510,6 +516,7 @@ class AsyncHybridSearch:
         query_embedding: np.ndarray | None = None,
         tenant: str | None = None,
         rerank_depth: int | None = None,
+        one_per_document: bool = ONE_PER_DOCUMENT,
     ) -> SearchResult:
         """TopN for ``query`` with every stage's ranks, scores, snippets and timings.
 
@@ -517,6 +524,8 @@ class AsyncHybridSearch:
         ``tenant`` restricts the search to one tenant's documents. ``rerank_depth``: how
         many of the fused TopK the reranker scores (None: all); the rest follow them in
         fused order, and ``top_n`` may exceed it (:data:`hybridsearch.params.RERANK_DEPTH`).
+        ``one_per_document``: TopN keeps each document's best chunk only
+        (:data:`hybridsearch.params.ONE_PER_DOCUMENT`); the candidates are all kept.
         """
         timer = StageTimer()
         # A re-embed that switches the collection's model between the query's embedding
@@ -537,6 +546,7 @@ class AsyncHybridSearch:
                 max_query_chars=self.settings.max_query_chars,
                 tenant=tenant,
                 rerank_depth=rerank_depth,
+                one_per_document=one_per_document,
             )
             embedder = self.embedder(target)
             pending = models_to_load(options, embedder, query_embedding, self.reranker, rerank)

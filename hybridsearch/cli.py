@@ -25,6 +25,7 @@ from hybridsearch.params import (
     HNSW_M,
     KEYWORD_WEIGHT,
     MODE,
+    ONE_PER_DOCUMENT,
     RERANK_DEPTH,
     RRF_K,
     TOP_K,
@@ -291,6 +292,7 @@ def cmd_search(args: argparse.Namespace) -> None:
             mode=args.mode,
             rerank=not args.no_rerank,
             rerank_depth=args.rerank_depth,
+            one_per_document=args.one_per_document,
             fusion=args.fusion,
             rrf_k=args.rrf_k,
             vector_weight=args.vector_weight,
@@ -305,7 +307,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     from hybridsearch.cli_output import print_search_result, print_stages
 
     if args.show_stages:
-        print_stages(result, sys.stdout, relevant=set(args.relevant or ()))
+        print_stages(
+            result, sys.stdout, set(args.relevant or ()), one_per_document=args.one_per_document
+        )
         return
     print_search_result(result, sys.stdout, empty_reason=empty_reason)
 
@@ -486,6 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--reranker", help="cross-encoder name or path (default: settings)")
     search.add_argument("--no-rerank", action="store_true")
     add_argument(search, RERANK_DEPTH, default_text="all of TopK")
+    search.add_argument(
+        "--one-per-document",
+        action=argparse.BooleanOptionalAction,
+        default=ONE_PER_DOCUMENT,
+        help="TopN holds each document's best chunk only (default: %(default)s)",
+    )
     search.add_argument("--json", action="store_true", help="print the JSON contract")
     search.add_argument(
         "--show-stages",

@@ -10,6 +10,8 @@ import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING, TextIO
 
+from hybridsearch.params import ONE_PER_DOCUMENT
+
 if TYPE_CHECKING:
     from hybridsearch.search import Hit, SearchResult
 
@@ -75,15 +77,25 @@ def print_search_result(
 RELEVANT_MARK = "*"
 
 
-def print_stages(result: SearchResult, out: TextIO, relevant: Collection[str] = ()) -> None:
+def print_stages(
+    result: SearchResult,
+    out: TextIO,
+    relevant: Collection[str] = (),
+    *,
+    one_per_document: bool = ONE_PER_DOCUMENT,
+) -> None:
     """The fused TopN and the reranked TopN side by side, ``*`` on judged-relevant documents.
 
     What the reranker changed at a glance: the fused column is the SQL stage's order
     (fused score), the reranked column the cross-encoder's (its calibrated probability
-    when the reranker was trained by ``hybridsearch train reranker``).
+    when the reranker was trained by ``hybridsearch train reranker``). Both columns keep
+    one chunk per document when the search did.
     """
+    from hybridsearch.search import distinct_documents
+
     top_n = max(len(result.results), 1)
-    fused = result.candidates[:top_n]
+    ranked = distinct_documents(result.candidates) if one_per_document else result.candidates
+    fused = ranked[:top_n]
     reranked = result.results if result.reranked else []
 
     def cell(hit: Hit | None, score: float | None) -> str:

@@ -179,18 +179,35 @@ def rerank_depth(options: SearchOptions, candidates: int) -> int:
     return min(options.rerank_depth, candidates)
 
 
-def _reorder(candidates: list[Hit], scores: list[float], top_n: int) -> list[Hit]:
+def distinct_documents(hits: Sequence[Hit]) -> list[Hit]:
+    """The first hit of each document, in order: one chunk per document (its best)."""
+    seen: set[str] = set()
+    kept: list[Hit] = []
+    for hit in hits:
+        if hit.document_id not in seen:
+            seen.add(hit.document_id)
+            kept.append(hit)
+    return kept
+
+
+def top_n(ranked: Sequence[Hit], options: SearchOptions) -> list[Hit]:
+    """The first ``top_n`` of ``ranked``, one chunk per document where the options ask."""
+    kept = distinct_documents(ranked) if options.one_per_document else list(ranked)
+    return kept[: options.top_n]
+
+
+def _reorder(candidates: list[Hit], scores: list[float], options: SearchOptions) -> list[Hit]:
     """The candidates the reranker scored (the first ``len(scores)``) by its score, ties in
-    fused order, then the rest in fused order; the first ``top_n`` of them, renumbered."""
-    order = rerank_order(range(len(candidates)), scores, len(scores))[:top_n]
-    return [
+    fused order, then the rest in fused order; their TopN, renumbered."""
+    order = rerank_order(range(len(candidates)), scores, len(scores))
+    ranked = [
         replace(
             candidates[i],
-            rank=new_rank,
             scores=replace(candidates[i].scores, rerank=scores[i] if i < len(scores) else None),
         )
-        for new_rank, i in enumerate(order, start=1)
+        for i in order
     ]
+    return [replace(hit, rank=rank) for rank, hit in enumerate(top_n(ranked, options), start=1)]
 
 
 def rerank_candidates(
@@ -204,18 +221,19 @@ def rerank_candidates(
     them), and a note when it did not.
 
     The reranker scores the first :func:`rerank_depth` candidates; the TopN are those by
-    its score, then the candidates below the depth in fused order.
+    its score, then the candidates below the depth in fused order (one chunk per document
+    where the options ask: :func:`top_n`).
     """
     if not rerank:
         note = "reranking turned off for this search; results are in fused order"
-        return candidates[: options.top_n], None, note
+        return top_n(candidates, options), None, note
     if not candidates:
         return [], None, None
     head = candidates[: rerank_depth(options, len(candidates))]
     outcome = rerank_safely(reranker, options.query, [h.text for h in head], timeout_s=timeout_s)
     if outcome.scores is None:
-        return candidates[: options.top_n], None, outcome.note
-    top = _reorder(candidates, [float(s) for s in outcome.scores], options.top_n)
+        return top_n(candidates, options), None, outcome.note
+    top = _reorder(candidates, [float(s) for s in outcome.scores], options)
     return top, len(head), outcome.note
 
 

@@ -46,6 +46,8 @@ class SearchOptions:
     tenant: str | None = None
     #: fused candidates the reranker scores; None: all of them (params.RERANK_DEPTH)
     rerank_depth: int | None = None
+    #: TopN holds one chunk per document, its best (params.ONE_PER_DOCUMENT)
+    one_per_document: bool = params.ONE_PER_DOCUMENT
 
 
 def validate_query(query: object, max_chars: int) -> str:
@@ -150,6 +152,7 @@ def validate_options(
     max_query_chars: int,
     tenant: str | None = None,
     rerank_depth: object = None,
+    one_per_document: object = params.ONE_PER_DOCUMENT,
 ) -> SearchOptions:
     """Check every search argument before touching the model or the database."""
     text = validate_query(query, max_query_chars)
@@ -158,6 +161,8 @@ def validate_options(
     params.check_top_n(checked_top_n, checked_top_k)
     checked_depth = None if rerank_depth is None else params.RERANK_DEPTH.check(rerank_depth)
     params.check_rerank_depth(checked_depth, checked_top_k)
+    if not isinstance(one_per_document, bool):
+        raise InvalidInputError(f"one_per_document must be true or false, got {one_per_document!r}")
     checked_mode = params.MODE.check(mode)
     checked_filter = parse_filter(filter)
     # the collection's defaults as hybridsearch.fusion_defaults resolved them
@@ -189,6 +194,7 @@ def validate_options(
         keyword_weight=checked_keyword_weight,
         tenant=tenant,
         rerank_depth=checked_depth,
+        one_per_document=one_per_document,
     )
 
 

@@ -300,6 +300,7 @@ def create_app(
             filter=body.filter,
             rerank=body.rerank,
             rerank_depth=body.rerank_depth,
+            one_per_document=body.one_per_document,
             fusion=body.fusion,
             rrf_k=body.rrf_k,
             vector_weight=body.vector_weight,

@@ -172,6 +172,9 @@ class SearchBody(BaseModel):
     rerank_depth: RerankDepth | None = Field(
         default=None, description=f"{params.RERANK_DEPTH.description}; default: all of TopK"
     )
+    one_per_document: bool = Field(
+        params.ONE_PER_DOCUMENT, description="TopN holds each document's best chunk only"
+    )
     fusion: FusionMethod | None = Field(
         default=None, description=f"{params.FUSION.description}; {COLLECTION_DEFAULT}"
     )

@@ -55,13 +55,15 @@ def test_rerank_orders_top_n_by_cross_encoder(
             candidates = {h.chunk_id: h for h in result.candidates}
             for hit in result.results:
                 assert candidates[hit.chunk_id].scores.fused == hit.scores.fused
-            # nothing left out outranks what was kept
-            kept = {h.chunk_id for h in result.results}
+            # one chunk per document (the default), and no chunk of a document left out
+            # outranks what was kept
+            kept = {h.document_id for h in result.results}
+            assert len(kept) == len(result.results)
             best_dropped = max(
                 (
                     s
                     for h, s in zip(result.candidates, _rescore(hs, query, result), strict=True)
-                    if h.chunk_id not in kept
+                    if h.document_id not in kept
                 ),
                 default=-np.inf,
             )
@@ -164,10 +166,12 @@ def test_rerank_depth_scores_the_first_candidates_and_keeps_the_rest_in_fused_or
     name, queries = scifact_sample
     reranker = _Counting(str(trained_reranker))
     depth, top_n = 4, 9  # TopN deeper than the depth: the reranked four, then fused order
+    # Chunk by chunk: one chunk per document would cut repeated documents out of both parts.
+    every = {"one_per_document": False}
     with HybridSearch(settings, reranker=reranker) as hs:
         moved = 0
         for query in queries.values():
-            result = hs.search(name, query, top_k=20, top_n=top_n, rerank_depth=depth)
+            result = hs.search(name, query, top_k=20, top_n=top_n, rerank_depth=depth, **every)
             assert reranker.calls[-1] == depth  # the cross-encoder saw the first four only
             assert result.reranked is True and result.rerank_depth == depth
             assert result.to_dict()["rerank_depth"] == depth
@@ -192,7 +196,9 @@ def test_rerank_depth_scores_the_first_candidates_and_keeps_the_rest_in_fused_or
         whole = hs.search(name, next(iter(queries.values())), top_k=20, top_n=3)
         assert reranker.calls[-1] == 20 and whole.rerank_depth == 20
         # a depth below TopN of a short TopK: TopN from the reranked ones, then fused order
-        short = hs.search(name, next(iter(queries.values())), top_k=3, top_n=3, rerank_depth=1)
+        short = hs.search(
+            name, next(iter(queries.values())), top_k=3, top_n=3, rerank_depth=1, **every
+        )
         assert reranker.calls[-1] == 1
         assert [h.chunk_id for h in short.results] == [h.chunk_id for h in short.candidates]
         assert [h.scores.rerank is None for h in short.results] == [False, True, True]
@@ -226,7 +232,9 @@ def test_async_search_takes_the_rerank_depth(
 
     async def main() -> SearchResult:
         async with await AsyncHybridSearch.open(settings, reranker=reranker) as ahs:
-            found = await ahs.search(name, query, top_k=10, top_n=5, rerank_depth=3)
+            found = await ahs.search(
+                name, query, top_k=10, top_n=5, rerank_depth=3, one_per_document=False
+            )
             with pytest.raises(InvalidInputError, match="cannot exceed top_k"):
                 await ahs.search(name, query, top_k=10, rerank_depth=11)
             return found
@@ -234,6 +242,6 @@ def test_async_search_takes_the_rerank_depth(
     found = asyncio.run(main())
     assert reranker.calls == [3] and found.rerank_depth == 3
     with HybridSearch(settings, reranker=reranker) as hs:
-        expected = hs.search(name, query, top_k=10, top_n=5, rerank_depth=3)
+        expected = hs.search(name, query, top_k=10, top_n=5, rerank_depth=3, one_per_document=False)
     assert [h.chunk_id for h in found.results] == [h.chunk_id for h in expected.results]
     assert [h.scores.rerank is None for h in found.results] == [False] * 3 + [True] * 2
