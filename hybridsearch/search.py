@@ -34,7 +34,7 @@ from psycopg.types.json import Jsonb
 from hybridsearch.collections import Collection
 from hybridsearch.errors import InvalidInputError, ModelError
 from hybridsearch.models.embedder import Embedder
-from hybridsearch.models.reranker import Reranker, rerank_safely
+from hybridsearch.models.reranker import Reranker, combine_with_fused, rerank_safely
 from hybridsearch.search_input import Mode as Mode  # re-exported: the public name
 from hybridsearch.search_input import SearchOptions
 
@@ -233,7 +233,10 @@ def rerank_candidates(
     outcome = rerank_safely(reranker, options.query, [h.text for h in head], timeout_s=timeout_s)
     if outcome.scores is None:
         return top_n(candidates, options), None, outcome.note
-    top = _reorder(candidates, [float(s) for s in outcome.scores], options)
+    # a model from `train reranker` weighs the fused score in (hybrid searches only)
+    weight = reranker.fused_weight(options.fusion) if reranker and options.mode == "hybrid" else 0
+    scores = combine_with_fused(outcome.scores, [h.scores.fused for h in head], weight)
+    top = _reorder(candidates, [float(s) for s in scores], options)
     return top, len(head), outcome.note
 
 

@@ -95,7 +95,7 @@ def closing_report(result: RerankerTraining) -> str:
     gain = columns["reranked"][SELECTION_METRIC] - columns["fused"][SELECTION_METRIC]
     log = result.log
     stop = "stopped early" if log.stopped_early else "ran every step"
-    platt = result.calibration
+    fit = result.calibration
     return "\n".join(
         [
             f"validation: {result.validation_queries} held-out queries of the given qrels, "
@@ -104,8 +104,8 @@ def closing_report(result: RerankerTraining) -> str:
             f"{SELECTION_METRIC}: reranked - fused = {gain:+.4f}",
             f"trained on {result.train_queries} queries ({result.groups} positives), "
             f"{log.steps} steps ({stop}); kept step {log.best_step}",
-            f"scores are calibrated probabilities of relevance "
-            f"(Platt: slope {platt.slope:.3f}, intercept {platt.intercept:.3f})",
+            "rerank scores are calibrated probabilities of relevance: sigmoid("
+            f"{fit.slope:.3f} x logit + {fit.fused_weight:.3f} x fused + {fit.intercept:.3f})",
             f"took {', '.join(f'{k} {v:.0f}s' for k, v in result.timings_s.items())}",
             f"saved to {result.path}",
         ]

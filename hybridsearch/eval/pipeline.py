@@ -29,7 +29,7 @@ from hybridsearch.eval.beir import InputReport, Qrels, judged_queries, relevant_
 from hybridsearch.eval.metrics import DEFAULT_KS, Evaluator, metric_names
 from hybridsearch.eval.runs import Rankings, document_ranking, rerank_order, to_run
 from hybridsearch.loaders import SkipLog
-from hybridsearch.models.reranker import Reranker
+from hybridsearch.models.reranker import Reranker, combine_with_fused
 from hybridsearch.params import (
     FUSION,
     KEYWORD_WEIGHT,
@@ -281,7 +281,12 @@ def evaluate_pipeline(
             rankings["hybrid"][qid] = document_ranking(h.document_id for h in fused)
         if reranker is not None and "rerank" in chosen:
             t = time.perf_counter()
-            scores = reranker.score(text, [h.text for h in fused[:depth]])
+            head = fused[:depth]
+            scores = combine_with_fused(
+                reranker.score(text, [h.text for h in head]),
+                [h.scores.fused for h in head],
+                reranker.fused_weight(method),
+            )
             ordered = rerank_order(fused, [float(s) for s in scores], config.top_n)
             rankings["rerank"][qid] = document_ranking(h.document_id for h in ordered)
             took("rerank", t)

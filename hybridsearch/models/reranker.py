@@ -8,6 +8,7 @@ failing the request.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -39,6 +40,10 @@ DEFAULT_MAX_LENGTH = 256
 #: pairs at up to 256 tokens took 709 ms in batches of 8 against 849 ms in batches of 32
 #: (int8, 2 threads; bench/rerank_length.py).
 DEFAULT_BATCH_SIZE = 8
+#: Written next to a model's weights by ``hybridsearch train reranker``: the weight of the
+#: fused score in the rerank score and the fusion method it was fitted for
+#: (:mod:`hybridsearch.train.calibration`).
+RERANK_FILE = "hybridsearch-rerank.json"
 
 
 def _load(
@@ -95,6 +100,7 @@ class Reranker(ModelRunner["CrossEncoder | LightCrossEncoder"]):
             backend=backend,
             onnx_cache_dir=onnx_cache_dir,
         )
+        self._fused_weights: dict[str, float] | None = None
 
     kind = "reranker model"
     env_var = ENV_VAR
@@ -102,6 +108,19 @@ class Reranker(ModelRunner["CrossEncoder | LightCrossEncoder"]):
 
     def shared(self) -> SharedModels[CrossEncoder | LightCrossEncoder]:
         return _models
+
+    def fused_weight(self, fusion: str) -> float:
+        """The fused score's weight in this model's rerank score for a search fused with
+        ``fusion``: as fitted by ``train reranker`` (:data:`RERANK_FILE`) for the method it
+        was fitted for, else 0 (the cross-encoder's score alone)."""
+        if self._fused_weights is None:
+            file = Path(self.model_id).expanduser() / RERANK_FILE
+            try:
+                stored = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+                self._fused_weights = {str(stored["fusion"]): float(stored["fused_weight"])}
+            except (OSError, ValueError, KeyError, TypeError):
+                self._fused_weights = {}
+        return self._fused_weights.get(fusion, 0.0)
 
     def score(self, query: str, passages: Sequence[str]) -> npt.NDArray[np.float32]:
         """One relevance score per passage (higher is more relevant), as float32 of shape (n,)."""
@@ -180,6 +199,20 @@ class Reranker(ModelRunner["CrossEncoder | LightCrossEncoder"]):
         if self._max_length is None:
             return None
         return min(self._max_length, own) if isinstance(own, int) and own > 0 else self._max_length
+
+
+def combine_with_fused(
+    scores: npt.NDArray[np.float32], fused: Sequence[float], weight: float
+) -> npt.NDArray[np.float32]:
+    """The rerank score: ``sigmoid(logit(score) + weight * fused)``, or ``scores`` unchanged
+    when ``weight`` is 0. With a model from ``train reranker`` (its score
+    ``sigmoid(calibrated logit)``) this is the calibrated probability of relevance given the
+    cross-encoder and the fused score. The one place search and evaluation combine them."""
+    if weight == 0.0:
+        return scores
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
+    logit = np.log(p / (1 - p)) + weight * np.asarray(fused, dtype=np.float64)
+    return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
 @dataclass(frozen=True)

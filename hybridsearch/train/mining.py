@@ -29,6 +29,8 @@ class Candidate:
 
     document_id: str
     text: str
+    #: the fused score search gave it (the rerank score's second input; see calibration)
+    fused: float
 
 
 #: ``{query_id: fused candidates, best first}``
@@ -46,7 +48,7 @@ def mine_candidates(
     lists: CandidateLists = {}
     for done, (qid, text) in enumerate(queries.items(), start=1):
         hits: list[Hit] = hs.search(collection, text, top_k=top_k, top_n=1, rerank=False).candidates
-        lists[qid] = [Candidate(h.document_id, h.text) for h in hits]
+        lists[qid] = [Candidate(h.document_id, h.text, h.scores.fused) for h in hits]
         if on_progress is not None:
             on_progress(done, len(queries))
     return lists

@@ -8,8 +8,9 @@ candidates and the user's judgments, selected and calibrated on held-out queries
    every ``validate_every`` steps it reranks the validation queries' first
    ``rerank_depth`` candidates and is scored by nDCG@10 (the evaluation's own ranking rule
    and metrics), and the best checkpoint is kept.
-4. Platt scaling fitted on the validation candidates is folded into the head
-   (:mod:`hybridsearch.train.calibration`): the saved model's scores are probabilities.
+4. A logistic fit on the validation candidates (the cross-encoder's logit and the fused
+   score) calibrates the scores (:mod:`hybridsearch.train.calibration`): search reports
+   the estimated probability that a candidate's document is relevant.
 5. The saved model is evaluated as users will run it: the validation queries through
    :func:`~hybridsearch.eval.pipeline.evaluate_pipeline`, fused list against reranked.
 
@@ -40,7 +41,12 @@ from hybridsearch.loaders import SkipLog
 from hybridsearch.models.configured import configured_reranker
 from hybridsearch.models.training import TrainingLog, fine_tune_listwise
 from hybridsearch.params import TOP_K
-from hybridsearch.train.calibration import Platt, fit_platt, fold_into_head
+from hybridsearch.train.calibration import (
+    Calibration,
+    fit_calibration,
+    fold_into_head,
+    write_rerank_settings,
+)
 from hybridsearch.train.mining import CandidateLists, mine_candidates, ranking_groups, relevant
 
 if TYPE_CHECKING:
@@ -60,12 +66,12 @@ class RerankerRecipe:
     """How a reranker is trained; the defaults are the measured SciFact recipe."""
 
     base_model: str = DEFAULT_EMBEDDING_MODEL
-    steps: int = 400
+    steps: int = 200
     batch_size: int = 4
     negatives: int = 7
     negative_depth: int = 30
-    max_length: int = 256
-    learning_rate: float = 5e-5
+    max_length: int = 128
+    learning_rate: float = 1e-4
     head_learning_rate: float | None = None
     validation_queries: int = 100
     validate_every: int = 100
@@ -113,7 +119,7 @@ class RerankerTraining:
     validation_queries: int
     groups: int
     log: TrainingLog
-    calibration: Platt
+    calibration: Calibration
     #: ``{"hybrid": {metric: value}, "rerank": {...}}`` on the validation queries
     validation: dict[str, dict[str, float]]
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -164,13 +170,9 @@ class HeldOutRanking:
         self._heads = {q: lists.get(q, [])[:depth] for q in queries}
         self._evaluator = Evaluator(self._qrels, [SELECTION_METRIC])
         self.logits: list[np.ndarray] = []
-        self.labels = np.array(
-            [
-                float(c.document_id in relevant(self._qrels, q))
-                for q in queries
-                for c in self._heads[q]
-            ]
-        )
+        heads = [(q, c) for q in queries for c in self._heads[q]]
+        self.labels = np.array([float(c.document_id in relevant(self._qrels, q)) for q, c in heads])
+        self.fused = np.array([c.fused for _, c in heads])
 
     def __call__(self, model: CrossEncoder) -> float:
         import torch
@@ -225,7 +227,8 @@ def train_reranker(
     judged, judged_qrels, _ = judged_queries(
         queries, qrels, log, max_query_chars=hs.settings.max_query_chars
     )
-    hs.get_collection(collection)  # a missing collection fails before any work
+    # a missing collection fails before any work
+    fusion = hs.get_collection(collection).fusion_defaults.fusion
     train, held_out = split_queries(judged, recipe.validation_queries, recipe.seed)
 
     def report(stage: str) -> Callable[[int, int], None] | None:
@@ -270,10 +273,11 @@ def train_reranker(
     )
     timings["train"] = time.perf_counter() - started
     best = [s for s, _ in training_log.validations].index(training_log.best_step)
-    platt = fit_platt(validation.logits[best], validation.labels)
-    fold_into_head(model, platt)
+    calibration = fit_calibration(validation.logits[best], validation.labels, validation.fused)
+    fold_into_head(model, calibration)
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(target))
+    write_rerank_settings(target, calibration, fusion)
 
     started = time.perf_counter()
     evaluation = evaluate_pipeline(
@@ -295,7 +299,7 @@ def train_reranker(
         validation_queries=len(held_out),
         groups=len(groups),
         log=training_log,
-        calibration=platt,
+        calibration=calibration,
         validation=evaluation.stages,
         timings_s={k: round(v, 1) for k, v in timings.items()},
     )

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybridsearch import HybridSearch, Reranker
+from hybridsearch import HybridSearch, Reranker, Settings
 from hybridsearch.eval.beir import load_qrels, load_queries
+from hybridsearch.models.reranker import RERANK_FILE
 from hybridsearch.train.reranker import RECORD_FILE, split_queries
 from tests.cli_support import run_cli
 from tests.integration.conftest import JUDGED_QUERIES as QUERIES
@@ -70,21 +71,28 @@ def test_closing_table_compares_fused_and_reranked_on_held_out_queries(
 def test_scores_are_probabilities_calibrated_on_the_validation_candidates(
     trained: tuple[Path, subprocess.CompletedProcess[str]],
     judged: tuple[str, Path, Path],
-    hs: HybridSearch,
+    settings: Settings,
 ) -> None:
-    """Platt's fit matches the mean predicted probability to the (smoothed) rate of
-    relevant candidates on the data it was fitted on."""
+    """The logistic fit matches the mean predicted probability to the (smoothed) rate of
+    relevant candidates on the data it was fitted on: the validation queries' first 10
+    fused candidates, scored as search scores them (cross-encoder and fused score)."""
     out, _ = trained
     name, queries_file, qrels_file = judged
+    stored = json.loads((out / RERANK_FILE).read_text())
+    assert stored["fusion"] == "zscore" and isinstance(stored["fused_weight"], float)
     queries, qrels = load_queries(queries_file), load_qrels(qrels_file)
     held_out = split_queries(queries, VALIDATION, seed=0)[1]
     reranker = Reranker(str(out), backend="torch", max_length=48)
     probabilities: list[float] = []
     labels: list[int] = []
-    for qid, text in held_out.items():
-        head = hs.search(name, text, top_k=50, top_n=1, rerank=False).candidates[:10]
-        probabilities.extend(float(p) for p in reranker.score(text, [h.text for h in head]))
-        labels.extend(int(qrels[qid].get(h.document_id, 0) > 0) for h in head)
+    with HybridSearch(settings, reranker=reranker) as hs:
+        for qid, text in held_out.items():
+            result = hs.search(
+                name, text, top_k=50, top_n=10, rerank_depth=10, one_per_document=False
+            )
+            assert result.reranked
+            probabilities.extend(h.scores.rerank for h in result.results)  # type: ignore[misc]
+            labels.extend(int(qrels[qid].get(h.document_id, 0) > 0) for h in result.results)
     assert all(0 < p < 1 for p in probabilities)
     positives, negatives = sum(labels), len(labels) - sum(labels)
     smoothed = (
