@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
 
 logger = logging.getLogger(__name__)
+#: a model folder's pipeline as read from it, and the light model made from it
+S = TypeVar("S")
+M = TypeVar("M")
 
 #: Tokenizer outputs an export may take, by the name of the ``Encoding`` field that holds them.
 _FEEDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -231,39 +234,35 @@ def _prepare(
     return export, tokenizer
 
 
-def _session_failed(export: CachedExport, exc: Exception) -> None:
-    logger.warning("cached ONNX model %s does not load (%s); loading it anew", export.path, exc)
+def _load(
+    resolved: str,
+    backend: InferenceBackend,
+    output_key: str,
+    read_spec: Callable[[Path], S | None],
+    build: Callable[[CachedExport, LightTokenizer, int, S], M],
+) -> M | None:
+    """The model in folder ``resolved`` on its recorded export, or ``None`` (see module):
+    ``read_spec`` reads the folder's pipeline, ``build`` makes the model from it."""
+    folder = Path(resolved).expanduser()
+    if not backend.is_onnx or backend.threads is None or not folder.is_dir():
+        return None
+    spec = read_spec(folder)
+    prepared = _prepare(resolved, backend, output_key, spec)
+    if prepared is None or spec is None:
+        return None
+    export, tokenizer = prepared
+    try:
+        return build(export, tokenizer, backend.threads, spec)
+    except Exception as exc:  # ONNX Runtime's load errors have no common class
+        logger.warning("cached ONNX model %s does not load (%s); loading it anew", export.path, exc)
+        return None
 
 
 def load_light_embedder(resolved: str, backend: InferenceBackend) -> LightEmbedder | None:
     """The embedder in folder ``resolved`` on its recorded export, or ``None`` (see module)."""
-    folder = Path(resolved).expanduser()
-    if not backend.is_onnx or backend.threads is None or not folder.is_dir():
-        return None
-    spec = read_embedder(folder)
-    prepared = _prepare(resolved, backend, "last_hidden_state", spec)
-    if prepared is None or spec is None:
-        return None
-    export, tokenizer = prepared
-    try:
-        return LightEmbedder(export, tokenizer, backend.threads, spec)
-    except Exception as exc:  # ONNX Runtime's load errors have no common class
-        _session_failed(export, exc)
-        return None
+    return _load(resolved, backend, "last_hidden_state", read_embedder, LightEmbedder)
 
 
 def load_light_cross_encoder(resolved: str, backend: InferenceBackend) -> LightCrossEncoder | None:
     """The cross-encoder in folder ``resolved`` on its recorded export, or ``None``."""
-    folder = Path(resolved).expanduser()
-    if not backend.is_onnx or backend.threads is None or not folder.is_dir():
-        return None
-    spec = read_cross_encoder(folder)
-    prepared = _prepare(resolved, backend, "logits", spec)
-    if prepared is None or spec is None:
-        return None
-    export, tokenizer = prepared
-    try:
-        return LightCrossEncoder(export, tokenizer, backend.threads, spec)
-    except Exception as exc:  # ONNX Runtime's load errors have no common class
-        _session_failed(export, exc)
-        return None
+    return _load(resolved, backend, "logits", read_cross_encoder, LightCrossEncoder)
