@@ -47,7 +47,13 @@ from hybridsearch.train.calibration import (
     fold_into_head,
     write_rerank_settings,
 )
-from hybridsearch.train.mining import CandidateLists, mine_candidates, ranking_groups, relevant
+from hybridsearch.train.mining import (
+    Candidate,
+    CandidateLists,
+    mine_candidates,
+    ranking_groups,
+    relevant,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
@@ -184,6 +190,10 @@ class HeldOutRanking:
         logits = np.asarray(raw, dtype=np.float64).reshape(-1)
         self.logits.append(logits)
         return self.measure(logits)
+
+    def heads(self) -> list[list[Candidate]]:
+        """Each validation query's candidates as scored, in query order."""
+        return [self._heads[q] for q in self._queries]
 
     def measure(self, logits: np.ndarray | None, depth: int | None = None) -> float:
         """nDCG@10 of the candidates reranked by ``logits`` (one per candidate, as
