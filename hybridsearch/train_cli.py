@@ -14,10 +14,14 @@ import argparse
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hybridsearch.train.embedder import EmbedderRecipe, EmbedderTraining
-from hybridsearch.train.reranker import SELECTION_METRIC, RerankerRecipe, RerankerTraining
+# The recipes only: the training modules import torch, which a one-shot search must not.
+from hybridsearch.train.recipes import SELECTION_METRIC, EmbedderRecipe, RerankerRecipe
+
+if TYPE_CHECKING:
+    from hybridsearch.train.embedder import EmbedderTraining
+    from hybridsearch.train.reranker import RerankerTraining
 
 #: Recipe fields with a CLI flag of their own, and what each means.
 _RECIPE_FLAGS: dict[str, str] = {
@@ -105,7 +109,7 @@ def closing_report(result: RerankerTraining) -> str:
             f"trained on {result.train_queries} queries ({result.groups} positives), "
             f"{log.steps} steps ({stop}); kept step {log.best_step}",
             "rerank scores are calibrated probabilities of relevance: sigmoid("
-            f"{fit.slope:.3f} x logit + {fit.fused_weight:.3f} x fused + {fit.intercept:.3f})",
+            f"{fit.slope:.3f} x logit {fit.fused_weight:+.3f} x fused {fit.intercept:+.3f})",
             f"took {', '.join(f'{k} {v:.0f}s' for k, v in result.timings_s.items())}",
             f"saved to {result.path}",
         ]
