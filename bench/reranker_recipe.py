@@ -35,7 +35,8 @@ from hybridsearch.eval.beir import judged_queries, load_qrels, load_queries
 from hybridsearch.models.training import fine_tune_listwise
 from hybridsearch.train.calibration import fit_calibration
 from hybridsearch.train.mining import CandidateLists, mine_candidates, ranking_groups
-from hybridsearch.train.reranker import HeldOutRanking, RerankerRecipe, split_queries
+from hybridsearch.train.recipes import RerankerRecipe
+from hybridsearch.train.reranker import HeldOutRanking, split_queries
 
 DEPTHS = (10, 20, 30)
 

@@ -6,7 +6,8 @@ of distinct documents. Printed per N: how often the first N chunks repeat a docu
 each cut's document recall@N and nDCG@N (a document judged relevant counts once).
 
     python bench/top_n_documents.py --collection demo_scifact \\
-        --queries ../shared/data/scifact/queries.jsonl --qrels ../shared/data/scifact/qrels/train.tsv
+        --queries ../shared/data/scifact/queries.jsonl \\
+        --qrels ../shared/data/scifact/qrels/train.tsv
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ def main() -> None:
                     totals[n]["recall"][i] += found / len(relevant)
                     totals[n]["ndcg"][i] += _ndcg(ranked, relevant, n)
     print(f"{len(judged)} queries of {args.qrels}, fused TopK {args.top_k}")
-    print("N | TopN repeats a document | recall@N chunks / one per document"
-          " | nDCG@N chunks / one per document")
+    print(
+        "N | TopN repeats a document | recall@N chunks / one per document"
+        " | nDCG@N chunks / one per document"
+    )
     for n in sizes:
         t, q = totals[n], len(judged)
         print(

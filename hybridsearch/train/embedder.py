@@ -35,55 +35,12 @@ from hybridsearch.eval.metrics import Evaluator
 from hybridsearch.eval.runs import document_ranking, to_run
 from hybridsearch.loaders import SkipLog
 from hybridsearch.models.embedder_training import EmbedderTrainingLog, fine_tune_embedder
-from hybridsearch.params import TOP_K
 from hybridsearch.train.mining import CandidateLists, mine_candidates, ranking_groups
-from hybridsearch.train.reranker import SELECTION_METRIC, Progress, split_queries
+from hybridsearch.train.recipes import RECORD_FILE, SELECTION_METRIC, EmbedderRecipe, Progress
+from hybridsearch.train.reranker import split_queries
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
-
-#: Written next to the weights: the recipe, the split, the log and the validation figures.
-RECORD_FILE = "hybridsearch-training.json"
-
-
-@dataclass(frozen=True)
-class EmbedderRecipe:
-    """How an embedder is trained. ``base_model`` None: the collection's own model."""
-
-    base_model: str | None = None
-    steps: int = 300
-    batch_size: int = 16
-    negatives: int = 1
-    negative_depth: int = 30
-    max_length: int = 256
-    learning_rate: float = 2e-5
-    validation_queries: int = 100
-    validate_every: int = 100
-    patience: int = 2
-    top_k: int = TOP_K.default
-    seed: int = 0
-
-    def check(self) -> None:
-        """InvalidInputError naming the first setting out of range."""
-        for name in ("steps", "validation_queries"):
-            if getattr(self, name) < 1:
-                raise InvalidInputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.batch_size < 2:
-            raise InvalidInputError(
-                f"batch_size must be at least 2 (the batch's other passages are negatives),"
-                f" got {self.batch_size}"
-            )
-        if self.max_length < 16:
-            raise InvalidInputError(f"max_length must be at least 16 tokens, got {self.max_length}")
-        if self.validate_every < 1 or self.patience < 0:
-            raise InvalidInputError("validate_every must be at least 1 and patience not negative")
-        TOP_K.check(self.top_k)
-        if not 0 <= self.negatives < self.negative_depth <= self.top_k:
-            raise InvalidInputError(
-                f"need 0 <= negatives ({self.negatives}) < negative_depth"
-                f" ({self.negative_depth}) <= top_k ({self.top_k}): negatives are drawn from"
-                " the fused list's head"
-            )
 
 
 @dataclass(frozen=True)

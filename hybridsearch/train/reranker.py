@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hybridsearch.client import HybridSearch
-from hybridsearch.config import DEFAULT_EMBEDDING_MODEL
 from hybridsearch.errors import InvalidInputError
 from hybridsearch.eval.beir import Qrels, judged_queries
 from hybridsearch.eval.metrics import Evaluator
@@ -40,7 +39,6 @@ from hybridsearch.eval.runs import document_ranking, rerank_order, to_run
 from hybridsearch.loaders import SkipLog
 from hybridsearch.models.configured import configured_reranker
 from hybridsearch.models.training import TrainingLog, fine_tune_listwise
-from hybridsearch.params import TOP_K
 from hybridsearch.train.calibration import (
     Calibration,
     fit_calibration,
@@ -54,65 +52,15 @@ from hybridsearch.train.mining import (
     ranking_groups,
     relevant,
 )
+from hybridsearch.train.recipes import (
+    RECORD_FILE,
+    SELECTION_METRIC,
+    Progress,
+    RerankerRecipe,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
-
-#: Written next to the weights: the recipe, the split, the log and the validation figures.
-RECORD_FILE = "hybridsearch-training.json"
-#: The metric that selects checkpoints and heads the closing table.
-SELECTION_METRIC = "ndcg@10"
-
-#: ``(stage, done, total)``: stage is "mine", "train" or "evaluate".
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class RerankerRecipe:
-    """How a reranker is trained; the defaults are the measured SciFact recipe."""
-
-    base_model: str = DEFAULT_EMBEDDING_MODEL
-    steps: int = 200
-    batch_size: int = 4
-    negatives: int = 7
-    negative_depth: int = 30
-    max_length: int = 128
-    learning_rate: float = 1e-4
-    head_learning_rate: float | None = None
-    validation_queries: int = 100
-    validate_every: int = 100
-    patience: int = 2
-    rerank_depth: int = 20
-    top_k: int = TOP_K.default
-    seed: int = 0
-
-    def check(self) -> None:
-        """InvalidInputError naming the first setting out of range."""
-        positive = {
-            "steps": self.steps,
-            "batch_size": self.batch_size,
-            "negatives": self.negatives,
-            "validation_queries": self.validation_queries,
-            "rerank_depth": self.rerank_depth,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise InvalidInputError(f"{name} must be at least 1, got {value}")
-        if self.max_length < 16:
-            raise InvalidInputError(f"max_length must be at least 16 tokens, got {self.max_length}")
-        if self.validate_every < 0 or self.patience < 0:
-            raise InvalidInputError("validate_every and patience cannot be negative")
-        TOP_K.check(self.top_k)
-        if not self.negatives < self.negative_depth <= self.top_k:
-            raise InvalidInputError(
-                f"need negatives ({self.negatives}) < negative_depth ({self.negative_depth})"
-                f" <= top_k ({self.top_k}): negatives are drawn from the fused list's head"
-            )
-        if not 10 <= self.rerank_depth <= self.top_k:
-            raise InvalidInputError(
-                f"rerank_depth must be between 10 (nDCG@10 is measured) and top_k "
-                f"({self.top_k}), got {self.rerank_depth}"
-            )
 
 
 @dataclass(frozen=True)
