@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -86,17 +86,11 @@ def _nothing_usable(path: Path, what: str, log: SkipLog, since: int, expected: s
     raise InvalidInputError(f"{path} holds no {what}; expected {expected}")
 
 
-def load_queries(path: Path, log: SkipLog | None = None) -> dict[str, str]:
-    """``{query_id: text}`` from a BEIR queries.jsonl, in file order.
-
-    Bad lines and repeated ids are skipped into ``log`` (see the module's notes); without a
-    log the first one raises. Empty text is kept here: :func:`judged_queries` skips it, for
-    queries from any source. Blank lines are ignored.
-    """
-    log = log if log is not None else SkipLog(strict=True)
-    since = len(log.skipped)
-    queries: dict[str, str] = {}
-    with require_file(path, "queries").open("rb") as lines:
+def json_lines(path: Path, what: str, log: SkipLog, not_json: str) -> Iterator[tuple[str, Any]]:
+    """(``path:line``, the line's JSON value) for each non-blank line of ``path``, a
+    ``what`` file; a line that is not UTF-8 (:data:`NOT_UTF8`) or not JSON (``not_json``)
+    is skipped into ``log``."""
+    with require_file(path, what).open("rb") as lines:
         for number, raw in enumerate(lines, start=1):
             where = f"{path}:{number}"
             try:
@@ -109,17 +103,31 @@ def load_queries(path: Path, log: SkipLog | None = None) -> dict[str, str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                log.skip(where, NOT_JSON)
+                log.skip(where, not_json)
                 continue
-            qid = record.get("_id") if isinstance(record, dict) else None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not _is_id(qid) or not isinstance(text, str):
-                log.skip(where, NOT_QUERY)
-                continue
-            if str(qid) in queries:
-                log.skip(f"{where} (query {qid})", DUPLICATE_QUERY)
-                continue
-            queries[str(qid)] = text
+            yield where, record
+
+
+def load_queries(path: Path, log: SkipLog | None = None) -> dict[str, str]:
+    """``{query_id: text}`` from a BEIR queries.jsonl, in file order.
+
+    Bad lines and repeated ids are skipped into ``log`` (see the module's notes); without a
+    log the first one raises. Empty text is kept here: :func:`judged_queries` skips it, for
+    queries from any source. Blank lines are ignored.
+    """
+    log = log if log is not None else SkipLog(strict=True)
+    since = len(log.skipped)
+    queries: dict[str, str] = {}
+    for where, record in json_lines(path, "queries", log, NOT_JSON):
+        qid = record.get("_id") if isinstance(record, dict) else None
+        text = record.get("text") if isinstance(record, dict) else None
+        if not _is_id(qid) or not isinstance(text, str):
+            log.skip(where, NOT_QUERY)
+            continue
+        if str(qid) in queries:
+            log.skip(f"{where} (query {qid})", DUPLICATE_QUERY)
+            continue
+        queries[str(qid)] = text
     if not queries:
         _nothing_usable(path, "query", log, since, 'one {"_id": ..., "text": ...} per line')
     return queries

@@ -10,13 +10,12 @@ InvalidInputError: neither task means anything with one label.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybridsearch.errors import InvalidInputError
-from hybridsearch.eval.beir import NOT_UTF8, InputReport, describe, require_file
+from hybridsearch.eval.beir import InputReport, describe, json_lines
 from hybridsearch.loaders import SkipLog
 
 EXAMPLES = 5
@@ -77,34 +76,20 @@ def load_labelled(path: Path, log: SkipLog | None = None) -> LabelledTexts:
     since = len(log.skipped)
     texts: list[str] = []
     labels: list[str] = []
-    with require_file(path, "labelled texts").open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                log.skip(where, NOT_UTF8)
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                log.skip(where, NOT_JSON)
-                continue
-            text = record.get("text") if isinstance(record, dict) else None
-            label = _label(record.get("label")) if isinstance(record, dict) else None
-            if not isinstance(text, str) or label is None:
-                log.skip(where, NOT_LABELLED)
-                continue
-            if not text.strip():
-                log.skip(where, EMPTY_TEXT)
-                continue
-            if not label.strip():
-                log.skip(where, EMPTY_LABEL)
-                continue
-            texts.append(text)
-            labels.append(label)
+    for where, record in json_lines(path, "labelled texts", log, NOT_JSON):
+        text = record.get("text") if isinstance(record, dict) else None
+        label = _label(record.get("label")) if isinstance(record, dict) else None
+        if not isinstance(text, str) or label is None:
+            log.skip(where, NOT_LABELLED)
+            continue
+        if not text.strip():
+            log.skip(where, EMPTY_TEXT)
+            continue
+        if not label.strip():
+            log.skip(where, EMPTY_LABEL)
+            continue
+        texts.append(text)
+        labels.append(label)
     if not texts:
         skipped = SkipLog(skipped=log.skipped[since:]).summary(EXAMPLES)
         if skipped:
