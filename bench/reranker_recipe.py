@@ -34,9 +34,9 @@ from hybridsearch import HybridSearch
 from hybridsearch.eval.beir import judged_queries, load_qrels, load_queries
 from hybridsearch.models.training import fine_tune_listwise
 from hybridsearch.train.calibration import fit_calibration
-from hybridsearch.train.mining import CandidateLists, mine_candidates, ranking_groups
+from hybridsearch.train.mining import CandidateLists, mine_candidates, ranking_groups, split_queries
 from hybridsearch.train.recipes import RerankerRecipe
-from hybridsearch.train.reranker import HeldOutRanking, split_queries
+from hybridsearch.train.reranker import HeldOutRanking
 
 DEPTHS = (10, 20, 30)
 

@@ -51,31 +51,29 @@ _EMBEDDER_FLAGS: dict[str, str] = {
 }
 
 
-def cmd_train_reranker(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace, what: str, recipe: Any, train: Any) -> Any:
+    """Run ``train(hs, collection, queries, qrels, out, recipe, ...)`` for the command
+    ``train <what>``, with a progress bar over its steps; what it returns."""
+    from tqdm import tqdm
+
     from hybridsearch.client import HybridSearch
     from hybridsearch.eval.beir import describe, load_qrels, load_queries
     from hybridsearch.eval.cli import _progress
     from hybridsearch.loaders import SkipLog
-    from hybridsearch.train.reranker import train_reranker
 
-    recipe = RerankerRecipe(
-        base_model=args.base, **{name: getattr(args, name) for name in _RECIPE_FLAGS}
-    )
     recipe.check()
     skips = SkipLog()
     queries = load_queries(Path(args.queries), skips)
     qrels = load_qrels(Path(args.qrels), skips)
-    from tqdm import tqdm
-
     # On a terminal only (disable=None): a log or a pipe gets the closing table.
-    steps = tqdm(total=recipe.steps, desc="train reranker steps", disable=None, file=sys.stderr)
-    with HybridSearch() as hs, _progress("train reranker") as progress, steps as bar:
+    steps = tqdm(total=recipe.steps, desc=f"train {what} steps", disable=None, file=sys.stderr)
+    with HybridSearch() as hs, _progress(f"train {what}") as progress, steps as bar:
 
         def on_step(done: int, loss: float) -> None:
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             bar.update(done - bar.n)
 
-        result = train_reranker(
+        result = train(
             hs,
             args.collection,
             queries,
@@ -88,7 +86,16 @@ def cmd_train_reranker(args: argparse.Namespace) -> None:
         )
     if skips.skipped:
         print(f"hybridsearch: skipped {describe(skips.summary())}", file=sys.stderr)
-    print(closing_report(result))
+    return result
+
+
+def cmd_train_reranker(args: argparse.Namespace) -> None:
+    from hybridsearch.train.reranker import train_reranker
+
+    recipe = RerankerRecipe(
+        base_model=args.base, **{name: getattr(args, name) for name in _RECIPE_FLAGS}
+    )
+    print(closing_report(_train(args, "reranker", recipe, train_reranker)))
 
 
 def closing_report(result: RerankerTraining) -> str:
@@ -117,42 +124,12 @@ def closing_report(result: RerankerTraining) -> str:
 
 
 def cmd_train_embedder(args: argparse.Namespace) -> None:
-    from hybridsearch.client import HybridSearch
-    from hybridsearch.eval.beir import describe, load_qrels, load_queries
-    from hybridsearch.eval.cli import _progress
-    from hybridsearch.loaders import SkipLog
     from hybridsearch.train.embedder import train_embedder
 
     recipe = EmbedderRecipe(
         base_model=args.base, **{name: getattr(args, name) for name in _EMBEDDER_FLAGS}
     )
-    recipe.check()
-    skips = SkipLog()
-    queries = load_queries(Path(args.queries), skips)
-    qrels = load_qrels(Path(args.qrels), skips)
-    from tqdm import tqdm
-
-    steps = tqdm(total=recipe.steps, desc="train embedder steps", disable=None, file=sys.stderr)
-    with HybridSearch() as hs, _progress("train embedder") as progress, steps as bar:
-
-        def on_step(done: int, loss: float) -> None:
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            bar.update(done - bar.n)
-
-        result = train_embedder(
-            hs,
-            args.collection,
-            queries,
-            qrels,
-            Path(args.out),
-            recipe,
-            on_progress=progress,
-            on_step=on_step,
-            skips=skips,
-        )
-    if skips.skipped:
-        print(f"hybridsearch: skipped {describe(skips.summary())}", file=sys.stderr)
-    print(embedder_report(result, args.collection))
+    print(embedder_report(_train(args, "embedder", recipe, train_embedder), args.collection))
 
 
 def embedder_report(result: EmbedderTraining, collection: str) -> str:

@@ -29,15 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hybridsearch.client import HybridSearch
-from hybridsearch.errors import InvalidInputError
-from hybridsearch.eval.beir import Qrels, judged_queries
+from hybridsearch.eval.beir import Qrels
 from hybridsearch.eval.metrics import Evaluator
 from hybridsearch.eval.runs import document_ranking, to_run
 from hybridsearch.loaders import SkipLog
 from hybridsearch.models.embedder_training import EmbedderTrainingLog, fine_tune_embedder
-from hybridsearch.train.mining import CandidateLists, mine_candidates, ranking_groups
+from hybridsearch.train.mining import CandidateLists, mine_examples
 from hybridsearch.train.recipes import RECORD_FILE, SELECTION_METRIC, EmbedderRecipe, Progress
-from hybridsearch.train.reranker import split_queries
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -121,41 +119,26 @@ def train_embedder(
     recipe = recipe or EmbedderRecipe()
     recipe.check()
     target = Path(out)
-    log = skips if skips is not None else SkipLog()
-    judged, judged_qrels, _ = judged_queries(
-        queries, qrels, log, max_query_chars=hs.settings.max_query_chars
-    )
-    stored = hs.get_collection(collection)  # a missing collection fails before any work
-    base = recipe.base_model or stored.embedding_model
-    train, held_out = split_queries(judged, recipe.validation_queries, recipe.seed)
-    timings: dict[str, float] = {}
-
-    started = time.perf_counter()
-    progress = on_progress
-    lists = mine_candidates(
+    mined = mine_examples(
         hs,
         collection,
-        judged,
-        recipe.top_k,
-        None if progress is None else lambda done, total: progress("mine", done, total),
-    )
-    timings["mine"] = time.perf_counter() - started
-    examples = ranking_groups(
-        train,
-        judged_qrels,
-        lists,
+        queries,
+        qrels,
+        validation_queries=recipe.validation_queries,
+        top_k=recipe.top_k,
         negatives=recipe.negatives,
-        depth=recipe.negative_depth,
+        negative_depth=recipe.negative_depth,
         seed=recipe.seed,
+        log=skips if skips is not None else SkipLog(),
+        on_progress=on_progress,
     )
-    if not examples:
-        raise InvalidInputError(
-            "no training examples: the search found none of the judged documents for the "
-            "training queries; check that the qrels belong to this collection"
-        )
+    timings = {"mine": mined.mine_s}
+    stored = hs.get_collection(collection)
+    base = recipe.base_model or stored.embedding_model
+    train, held_out, examples = mined.train, mined.held_out, mined.groups
     settings = stored.settings
     validation = PoolRanking(
-        held_out, judged_qrels, lists, settings.query_prompt, settings.document_prompt
+        held_out, mined.qrels, mined.lists, settings.query_prompt, settings.document_prompt
     )
 
     started = time.perf_counter()

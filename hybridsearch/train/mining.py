@@ -14,13 +14,17 @@ negatives the reranker has to push down, not random documents it would never mee
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hybridsearch.client import HybridSearch
-from hybridsearch.eval.beir import Qrels
+from hybridsearch.errors import InvalidInputError
+from hybridsearch.eval.beir import Qrels, judged_queries
+from hybridsearch.loaders import SkipLog
 from hybridsearch.models.training import RankingGroup
 from hybridsearch.search import Hit
+from hybridsearch.train.recipes import Progress
 
 
 @dataclass(frozen=True)
@@ -95,3 +99,77 @@ def ranking_groups(
             groups.append((text, positive.text, rng.sample(pool, negatives)))
     rng.shuffle(groups)
     return groups
+
+
+def split_queries(
+    queries: Mapping[str, str], held_out: int, seed: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(train, validation) by query id: a seeded shuffle, the first ``held_out`` validate."""
+    ids = sorted(queries)
+    if len(ids) <= held_out:
+        raise InvalidInputError(
+            f"{len(ids)} judged queries cannot hold out {held_out} for validation and still "
+            "train: lower --validation-queries or give more judged queries"
+        )
+    random.Random(seed).shuffle(ids)
+    chosen = set(ids[:held_out])
+    train = {q: t for q, t in queries.items() if q not in chosen}
+    return train, {q: t for q, t in queries.items() if q in chosen}
+
+
+@dataclass(frozen=True)
+class MinedExamples:
+    """What a training run learns from and is validated on."""
+
+    #: the judgments of the queries that were usable (see ``judged_queries``)
+    qrels: Qrels
+    train: dict[str, str]
+    held_out: dict[str, str]
+    #: every usable query's fused candidates, the held-out ones' included
+    lists: CandidateLists
+    #: the training queries' (query, positive, hard negatives) examples
+    groups: list[RankingGroup]
+    mine_s: float
+
+
+def mine_examples(
+    hs: HybridSearch,
+    collection: str,
+    queries: Mapping[str, str],
+    qrels: Qrels,
+    *,
+    validation_queries: int,
+    top_k: int,
+    negatives: int,
+    negative_depth: int,
+    seed: int,
+    log: SkipLog,
+    on_progress: Progress | None = None,
+) -> MinedExamples:
+    """Split the judged queries (:func:`split_queries`), mine every one's fused TopK and
+    draw the training queries' examples (:func:`ranking_groups`); an InvalidInputError
+    when the search finds none of the judged documents of the training queries."""
+    judged, judged_qrels, _ = judged_queries(
+        queries, qrels, log, max_query_chars=hs.settings.max_query_chars
+    )
+    hs.get_collection(collection)  # a missing collection fails before any work
+    train, held_out = split_queries(judged, validation_queries, seed)
+    started = time.perf_counter()
+    progress = on_progress
+    lists = mine_candidates(
+        hs,
+        collection,
+        judged,
+        top_k,
+        None if progress is None else lambda done, total: progress("mine", done, total),
+    )
+    mine_s = time.perf_counter() - started
+    groups = ranking_groups(
+        train, judged_qrels, lists, negatives=negatives, depth=negative_depth, seed=seed
+    )
+    if not groups:
+        raise InvalidInputError(
+            "no training examples: the search found none of the judged documents for the "
+            "training queries; check that the qrels belong to this collection"
+        )
+    return MinedExamples(judged_qrels, train, held_out, lists, groups, mine_s)

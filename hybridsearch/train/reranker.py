@@ -21,7 +21,6 @@ The recipe's defaults were chosen on SciFact train's validation queries (bench/N
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hybridsearch.client import HybridSearch
-from hybridsearch.errors import InvalidInputError
-from hybridsearch.eval.beir import Qrels, judged_queries
+from hybridsearch.eval.beir import Qrels
 from hybridsearch.eval.metrics import Evaluator
 from hybridsearch.eval.pipeline import PipelineConfig, evaluate_pipeline
 from hybridsearch.eval.runs import document_ranking, rerank_order, to_run
@@ -48,8 +46,7 @@ from hybridsearch.train.calibration import (
 from hybridsearch.train.mining import (
     Candidate,
     CandidateLists,
-    mine_candidates,
-    ranking_groups,
+    mine_examples,
     relevant,
 )
 from hybridsearch.train.recipes import (
@@ -90,22 +87,6 @@ class RerankerTraining:
             "validation": self.validation,
             "timings_s": self.timings_s,
         }
-
-
-def split_queries(
-    queries: Mapping[str, str], held_out: int, seed: int
-) -> tuple[dict[str, str], dict[str, str]]:
-    """(train, validation) by query id: a seeded shuffle, the first ``held_out`` validate."""
-    ids = sorted(queries)
-    if len(ids) <= held_out:
-        raise InvalidInputError(
-            f"{len(ids)} judged queries cannot hold out {held_out} for validation and still "
-            "train: lower --validation-queries or give more judged queries"
-        )
-    random.Random(seed).shuffle(ids)
-    chosen = set(ids[:held_out])
-    train = {q: t for q, t in queries.items() if q not in chosen}
-    return train, {q: t for q, t in queries.items() if q in chosen}
 
 
 class HeldOutRanking:
@@ -181,13 +162,22 @@ def train_reranker(
     recipe.check()
     target = Path(out)
     timings: dict[str, float] = {}
-    log = skips if skips is not None else SkipLog()
-    judged, judged_qrels, _ = judged_queries(
-        queries, qrels, log, max_query_chars=hs.settings.max_query_chars
+    mined = mine_examples(
+        hs,
+        collection,
+        queries,
+        qrels,
+        validation_queries=recipe.validation_queries,
+        top_k=recipe.top_k,
+        negatives=recipe.negatives,
+        negative_depth=recipe.negative_depth,
+        seed=recipe.seed,
+        log=skips if skips is not None else SkipLog(),
+        on_progress=on_progress,
     )
-    # a missing collection fails before any work
+    timings["mine"] = mined.mine_s
     fusion = hs.get_collection(collection).fusion_defaults.fusion
-    train, held_out = split_queries(judged, recipe.validation_queries, recipe.seed)
+    train, held_out, judged_qrels, groups = mined.train, mined.held_out, mined.qrels, mined.groups
 
     def report(stage: str) -> Callable[[int, int], None] | None:
         if on_progress is None:
@@ -195,23 +185,7 @@ def train_reranker(
         progress = on_progress
         return lambda done, total: progress(stage, done, total)
 
-    started = time.perf_counter()
-    lists = mine_candidates(hs, collection, judged, recipe.top_k, report("mine"))
-    timings["mine"] = time.perf_counter() - started
-    groups = ranking_groups(
-        train,
-        judged_qrels,
-        lists,
-        negatives=recipe.negatives,
-        depth=recipe.negative_depth,
-        seed=recipe.seed,
-    )
-    if not groups:
-        raise InvalidInputError(
-            "no training examples: the search found none of the judged documents for the "
-            "training queries; check that the qrels belong to this collection"
-        )
-    validation = HeldOutRanking(held_out, judged_qrels, lists, recipe.rerank_depth)
+    validation = HeldOutRanking(held_out, judged_qrels, mined.lists, recipe.rerank_depth)
 
     started = time.perf_counter()
     model, training_log = fine_tune_listwise(

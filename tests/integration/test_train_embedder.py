@@ -84,8 +84,8 @@ TINY_EMBEDDER_RECIPE = (
 def test_train_embedder_selects_on_held_out_queries_and_says_how_to_switch(
     judged: tuple[str, Path, Path], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
+    from hybridsearch.train.mining import split_queries
     from hybridsearch.train.recipes import RECORD_FILE
-    from hybridsearch.train.reranker import split_queries
 
     name, queries, qrels = judged
     out = tmp_path / "embedder"

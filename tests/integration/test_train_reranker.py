@@ -14,8 +14,8 @@ import pytest
 from hybridsearch import HybridSearch, Reranker, Settings
 from hybridsearch.eval.beir import load_qrels, load_queries
 from hybridsearch.models.reranker import RERANK_FILE
+from hybridsearch.train.mining import split_queries
 from hybridsearch.train.recipes import RECORD_FILE
-from hybridsearch.train.reranker import split_queries
 from tests.cli_support import run_cli
 from tests.integration.conftest import JUDGED_QUERIES as QUERIES
 

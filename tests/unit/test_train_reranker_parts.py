@@ -11,9 +11,8 @@ from hybridsearch.errors import InvalidInputError
 from hybridsearch.models.reranker import combine_with_fused
 from hybridsearch.models.training import _check_groups, _load_base
 from hybridsearch.train.calibration import Calibration, fit_calibration, fold_into_head
-from hybridsearch.train.mining import Candidate, positives, ranking_groups
+from hybridsearch.train.mining import Candidate, positives, ranking_groups, split_queries
 from hybridsearch.train.recipes import RerankerRecipe
-from hybridsearch.train.reranker import split_queries
 from tests.model_fixtures import minilm_path
 
 
