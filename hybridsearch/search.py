@@ -42,10 +42,14 @@ T = TypeVar("T")
 
 # SQL run by hybridsearch.db.store (written once in store_async.py).
 SET_STATEMENT_TIMEOUT_SQL = "SELECT set_config('statement_timeout', %s, true)"
+# Each candidate's internal document key as well: an external id names a document only
+# within its tenant, and a search without a tenant may return several tenants' documents.
 SEARCH_HYBRID_SQL = (
-    "SELECT * FROM hybridsearch.search_hybrid("
+    "SELECT h.*, c.document_id AS document_key FROM hybridsearch.search_hybrid("
     "%s, %s, %s, p_top_k => %s, p_filter => %s, p_fusion => %s,"
-    " p_rrf_k => %s, p_vector_weight => %s, p_keyword_weight => %s)"
+    " p_rrf_k => %s, p_vector_weight => %s, p_keyword_weight => %s) AS h"
+    " JOIN hybridsearch.chunks AS c ON c.collection_id = %s AND c.chunk_id = h.chunk_id"
+    " ORDER BY h.fused_rank"
 )
 HIGHLIGHT_SQL = (
     "SELECT hybridsearch.highlight(%s, t.content, %s)"
@@ -76,6 +80,9 @@ class Hit:
     metadata: dict[str, Any]
     scores: Scores
     snippet: str | None = None
+    #: the document's internal key, which (unlike ``document_id``) tells apart two tenants'
+    #: documents of the same id; None where a hit was made without it
+    document_key: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ def hit_from_row(row: dict[str, Any]) -> Hit:
         chunk_id=row["chunk_id"],
         text=row["content"],
         metadata=row["metadata"],
+        document_key=row["document_key"],
         scores=Scores(
             vector_rank=row["vector_rank"],
             vector_distance=row["vector_distance"],
@@ -154,6 +162,7 @@ def candidate_params(
         options.rrf_k,
         options.vector_weight,
         options.keyword_weight,
+        collection.collection_id,
     )
 
 
@@ -180,12 +189,14 @@ def rerank_depth(options: SearchOptions, candidates: int) -> int:
 
 
 def distinct_documents(hits: Sequence[Hit]) -> list[Hit]:
-    """The first hit of each document, in order: one chunk per document (its best)."""
-    seen: set[str] = set()
+    """The first hit of each document, in order: one chunk per document (its best). A
+    document is its internal key where the hit has one (two tenants may share an id)."""
+    seen: set[int | str] = set()
     kept: list[Hit] = []
     for hit in hits:
-        if hit.document_id not in seen:
-            seen.add(hit.document_id)
+        key = hit.document_key if hit.document_key is not None else hit.document_id
+        if key not in seen:
+            seen.add(key)
             kept.append(hit)
     return kept
 
