@@ -202,9 +202,10 @@ def distinct_documents(hits: Sequence[Hit]) -> list[Hit]:
 
 
 def top_n(ranked: Sequence[Hit], options: SearchOptions) -> list[Hit]:
-    """The first ``top_n`` of ``ranked``, one chunk per document where the options ask."""
+    """The first ``top_n`` of ``ranked``, one chunk per document where the options ask,
+    numbered 1, 2, ... in that order."""
     kept = distinct_documents(ranked) if options.one_per_document else list(ranked)
-    return kept[: options.top_n]
+    return [replace(hit, rank=rank) for rank, hit in enumerate(kept[: options.top_n], start=1)]
 
 
 def _reorder(candidates: list[Hit], scores: list[float], options: SearchOptions) -> list[Hit]:
@@ -218,7 +219,7 @@ def _reorder(candidates: list[Hit], scores: list[float], options: SearchOptions)
         )
         for i in order
     ]
-    return [replace(hit, rank=rank) for rank, hit in enumerate(top_n(ranked, options), start=1)]
+    return top_n(ranked, options)
 
 
 def rerank_candidates(
